@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what the lab needs beyond the Rust toolchain, once: valgrind (instruction-count
+# benches), chromium (report rendering test), wrk (generator-ceiling comparison).
+# Idempotent: does nothing when everything is already there.
+set -euo pipefail
+
+need=()
+command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]} (apt-get)"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+echo "setup: valgrind $(valgrind --version 2>/dev/null | head -1), $(chromium --version 2>/dev/null | head -1), wrk $(command -v wrk >/dev/null && echo present)"
