@@ -1,0 +1,232 @@
+//! The admin listener's router: metrics, CPU profiles, allocation counters, run-time log level.
+//! Never served on the public listener.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::alloc;
+use crate::metrics::{Metrics, RouteAllocs, StoreSample};
+use crate::profiling::{self, Format, ProfileError, ProfileRequest};
+
+/// Run-time control of the log filter (implemented over tracing-subscriber's reload handle).
+pub trait LogLevelControl: Send + Sync {
+    /// Replaces the filter with `directives` (`EnvFilter` syntax); `Err` explains a bad filter.
+    fn set(&self, directives: &str) -> Result<(), String>;
+    /// The filter in effect.
+    fn current(&self) -> String;
+}
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub log_level: Arc<dyn LogLevelControl>,
+    pub store: Option<crate::store::Store>,
+}
+
+/// `GET /metrics`, `GET /debug/pprof/profile`, `GET /debug/pprof/last` (the latest capture
+/// again, in any format), `GET /debug/allocs`, `GET|PUT /debug/log-level`.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/debug/pprof/profile", get(cpu_profile))
+        .route("/debug/pprof/last", get(last_profile))
+        .route("/debug/allocs", get(allocs))
+        .route("/debug/log-level", get(log_level).put(set_log_level))
+        .with_state(state)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("no CPU profile has been captured yet")]
+    NoProfile,
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (status, kind, message) = match self {
+            Self::InvalidParameter(m) | Self::Profile(ProfileError::InvalidParameter(m)) => {
+                (StatusCode::BAD_REQUEST, "invalid_parameter", m)
+            }
+            e @ Self::NoProfile => (StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            Self::Profile(e @ ProfileError::Busy) => {
+                (StatusCode::CONFLICT, "profile_in_progress", e.to_string())
+            }
+            Self::Profile(ProfileError::Failed(detail)) => {
+                tracing::error!(error = %detail, "CPU profile failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the CPU profile could not be captured".to_string(),
+                )
+            }
+        };
+        (
+            status,
+            Json(serde_json::json!({ "error": kind, "message": message })),
+        )
+            .into_response()
+    }
+}
+
+fn store_sample(s: &crate::store::StoreStats) -> StoreSample {
+    StoreSample {
+        links: s.links,
+        creates: s.creates,
+        deletes: s.deletes,
+        commits: s.commits,
+        clicks_flushed: s.clicks_flushed,
+        click_flushes: s.click_flushes,
+        flush_errors: s.flush_errors,
+        purged: s.purged,
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    if let Some(store) = &state.store {
+        state.metrics.observe_store(&store_sample(&store.stats()));
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct ProfileQuery {
+    seconds: Option<String>,
+    frequency: Option<String>,
+    format: Option<String>,
+}
+
+async fn cpu_profile(
+    query: Result<Query<ProfileQuery>, QueryRejection>,
+) -> Result<Response, AdminError> {
+    let Query(q) = query.map_err(|e| AdminError::InvalidParameter(e.body_text()))?;
+    let req = ProfileRequest::parse(
+        q.seconds.as_deref(),
+        q.frequency.as_deref(),
+        q.format.as_deref(),
+    )?;
+    let profile = profiling::capture(req.duration, req.frequency).await?;
+    tracing::info!(
+        seconds = req.duration.as_secs(),
+        frequency = req.frequency,
+        samples = profile.samples(),
+        "CPU profile captured"
+    );
+    render(profile, req.format).await
+}
+
+#[derive(Debug, Deserialize)]
+struct FormatQuery {
+    format: Option<String>,
+}
+
+async fn last_profile(
+    query: Result<Query<FormatQuery>, QueryRejection>,
+) -> Result<Response, AdminError> {
+    let Query(q) = query.map_err(|e| AdminError::InvalidParameter(e.body_text()))?;
+    let format = match q.format.as_deref() {
+        Some(f) => f.parse()?,
+        None => Format::default(),
+    };
+    let profile = profiling::last().ok_or(AdminError::NoProfile)?;
+    render(profile, format).await
+}
+
+async fn render(profile: Arc<profiling::Profile>, format: Format) -> Result<Response, AdminError> {
+    let body = tokio::task::spawn_blocking(move || profile.render(format))
+        .await
+        .map_err(|e| ProfileError::Failed(e.to_string()))??;
+    let disposition = match format {
+        Format::Svg => "inline".to_string(),
+        f => format!("attachment; filename=\"{}\"", f.file_name()),
+    };
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&disposition).expect("ASCII header value"),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+#[derive(Debug, serde::Serialize)]
+struct AllocsBody {
+    allocator: &'static str,
+    counting: bool,
+    total: TotalAllocs,
+    in_flight: i64,
+    routes: Vec<RouteAllocs>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct TotalAllocs {
+    allocations: u64,
+    bytes: u64,
+}
+
+async fn allocs(State(state): State<AdminState>) -> Json<AllocsBody> {
+    let total = alloc::total();
+    Json(AllocsBody {
+        allocator: alloc::INNER_NAME,
+        counting: alloc::COUNTING,
+        total: TotalAllocs {
+            allocations: total.allocs,
+            bytes: total.bytes,
+        },
+        in_flight: state.metrics.in_flight(),
+        routes: state.metrics.routes(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct LevelQuery {
+    level: Option<String>,
+}
+
+async fn log_level(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "level": state.log_level.current() }))
+}
+
+async fn set_log_level(
+    State(state): State<AdminState>,
+    query: Result<Query<LevelQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    let Query(q) = query.map_err(|e| AdminError::InvalidParameter(e.body_text()))?;
+    let level = q.level.filter(|l| !l.trim().is_empty()).ok_or_else(|| {
+        AdminError::InvalidParameter(
+            "missing query parameter `level` (e.g. level=debug or level=linkr=debug,info)".into(),
+        )
+    })?;
+    state
+        .log_level
+        .set(&level)
+        .map_err(AdminError::InvalidParameter)?;
+    let current = state.log_level.current();
+    tracing::info!(level = %current, "log filter changed");
+    Ok(Json(serde_json::json!({ "level": current })))
+}

@@ -1,0 +1,335 @@
+//! The service's lifecycle: start-up, serving, and the ordered graceful shutdown.
+//!
+//! [`run`] takes already-bound listeners and any shutdown future, so tests bind port 0 and
+//! stop the service with their own signal.
+
+use std::net::IpAddr;
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::Request;
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+use crate::auth::ApiKeys;
+use crate::clock::Clock;
+use crate::config::{Config, humanize};
+use crate::metrics::Metrics;
+use crate::ratelimit::KeyedLimiter;
+use crate::routes::{Health, startup_router};
+use crate::server::{App, ServeOptions, Server};
+use crate::store::{Store, StoreConfig, StoreError};
+
+pub use crate::routes::api_router;
+
+/// The two listeners, bound by the caller (main binds the configured addresses, tests port 0).
+pub struct Listeners {
+    pub main: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `config.addr` and `config.admin_addr`.
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        let main = TcpListener::bind(config.addr).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.addr))
+        })?;
+        let admin = TcpListener::bind(config.admin_addr).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e}", config.admin_addr),
+            )
+        })?;
+        Ok(Self { main, admin })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot open the store: {0}")]
+    StoreOpen(StoreError),
+    #[error("closing the store failed: {0}")]
+    StoreClose(StoreError),
+    #[error("the store loader failed: {0}")]
+    Startup(String),
+    #[error("graceful shutdown did not finish within {}", humanize(*.0))]
+    ShutdownTimeout(Duration),
+}
+
+/// Shared state of the API handlers: one `Arc`, so extracting it costs one reference count.
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+pub struct AppInner {
+    pub store: Store,
+    pub clock: Clock,
+    pub keys: ApiKeys,
+    /// Per API key, on `/v1/*`; `None` when rate limiting is off.
+    pub key_limiter: Option<KeyedLimiter<usize>>,
+    /// Per client IP, on redirects; `None` when rate limiting is off.
+    pub ip_limiter: Option<KeyedLimiter<IpAddr>>,
+    /// Base of `short_url`, no trailing slash.
+    pub public_url: String,
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    pub access_log: bool,
+}
+
+impl Deref for AppState {
+    type Target = AppInner;
+
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// State for `config` with fresh metrics and health (what benchmarks and tests use).
+    pub fn new(config: &Config, store: Store, clock: Clock) -> Self {
+        Self::with_parts(
+            config,
+            store,
+            clock,
+            Metrics::new(),
+            Arc::new(Health::default()),
+            config.public_url_or(config.addr),
+        )
+    }
+
+    pub fn with_parts(
+        config: &Config,
+        store: Store,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        public_url: String,
+    ) -> Self {
+        let enabled = !config.rate_limit.is_disabled();
+        if config.api_keys.is_empty() {
+            tracing::warn!("no API keys configured: every /v1 request will be refused with 401");
+        }
+        Self(Arc::new(AppInner {
+            store,
+            clock,
+            keys: ApiKeys::new(&config.api_keys),
+            key_limiter: enabled.then(|| KeyedLimiter::new(config.rate_limit)),
+            ip_limiter: enabled.then(|| KeyedLimiter::new(config.rate_limit)),
+            public_url,
+            health,
+            metrics,
+            access_log: config.access_log,
+        }))
+    }
+}
+
+/// Serves the starting router until the real one is set, then the real one.
+struct Switch {
+    starting: Router,
+    ready: OnceLock<Router>,
+}
+
+impl Switch {
+    fn new(starting: Router) -> Arc<Self> {
+        Arc::new(Self {
+            starting,
+            ready: OnceLock::new(),
+        })
+    }
+
+    fn set(&self, router: Router) {
+        let _ = self.ready.set(router);
+    }
+}
+
+impl App for Switch {
+    type Future = <Router as App>::Future;
+
+    fn serve(&self, req: Request<Incoming>) -> Self::Future {
+        self.ready.get().unwrap_or(&self.starting).serve(req)
+    }
+}
+
+/// Runs linkr until `shutdown` resolves, then shuts down in order within
+/// `config.shutdown_timeout`.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    run_with_clock(config, listeners, shutdown, Clock::system()).await
+}
+
+/// [`run`] with a given wall clock (tests use a manual one to expire links).
+pub async fn run_with_clock(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    clock: Clock,
+) -> Result<(), AppError> {
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    });
+
+    let main_addr = listeners.main.local_addr()?;
+    let admin_addr = listeners.admin.local_addr()?;
+    let public_url = config.public_url_or(main_addr);
+    let health = Arc::new(Health::default());
+    let metrics = Metrics::new();
+    let log_level = Arc::new(crate::telemetry::log_level(&config.log_filter));
+
+    let main_app = Switch::new(startup_router(
+        health.clone(),
+        metrics.clone(),
+        config.access_log,
+    ));
+    let admin_app = Switch::new(admin::router(AdminState {
+        metrics: metrics.clone(),
+        log_level: log_level.clone(),
+        store: None,
+    }));
+    let options = ServeOptions {
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
+        connect_info: !config.rate_limit.is_disabled(),
+    };
+    let main_server = Server::spawn(listeners.main, main_app.clone(), options)?;
+    let admin_server = Server::spawn(
+        listeners.admin,
+        admin_app.clone(),
+        ServeOptions {
+            connect_info: false,
+            ..options
+        },
+    )?;
+    tracing::info!(%main_addr, %admin_addr, data_dir = %config.data_dir.display(), "listening; loading the store");
+
+    let store_config = StoreConfig {
+        data_dir: config.data_dir.clone(),
+        click_flush_interval: config.click_flush_interval,
+        purge_interval: config.purge_interval,
+    };
+    let mut loading = tokio::task::spawn_blocking({
+        let clock = clock.clone();
+        move || Store::open(store_config, clock)
+    });
+    let opened = tokio::select! {
+        opened = &mut loading => opened,
+        () = stop.cancelled() => {
+            tracing::info!("stop signal during start-up");
+            health.mark_shutting_down();
+            main_server.shutdown().await;
+            admin_server.shutdown().await;
+            // The loader cannot be interrupted: let it finish (within the deadline), then close.
+            return match tokio::time::timeout(config.shutdown_timeout, loading).await {
+                Ok(Ok(Ok(store))) => store.close().await.map_err(AppError::StoreClose),
+                Ok(Ok(Err(e))) => Err(AppError::StoreOpen(e)),
+                Ok(Err(join)) => Err(AppError::Startup(join.to_string())),
+                Err(_) => Err(AppError::ShutdownTimeout(config.shutdown_timeout)),
+            };
+        }
+    };
+    let opened = match opened {
+        Ok(Ok(store)) => Ok(store),
+        Ok(Err(e)) => Err(AppError::StoreOpen(e)),
+        Err(join) => Err(AppError::Startup(join.to_string())),
+    };
+    let store = match opened {
+        Ok(store) => store,
+        Err(e) => {
+            main_server.shutdown().await;
+            admin_server.shutdown().await;
+            return Err(e);
+        }
+    };
+
+    let background = CancellationToken::new();
+    let maintenance = store.spawn_maintenance(background.clone());
+    let state = AppState::with_parts(
+        &config,
+        store.clone(),
+        clock,
+        metrics.clone(),
+        health.clone(),
+        public_url,
+    );
+    let housekeeping = spawn_limiter_housekeeping(state.clone(), background.clone());
+    main_app.set(api_router(state));
+    admin_app.set(admin::router(AdminState {
+        metrics,
+        log_level,
+        store: Some(store.clone()),
+    }));
+    health.mark_started();
+    tracing::info!(links = store.len(), "ready");
+
+    stop.cancelled().await;
+    health.mark_shutting_down();
+    tracing::info!(
+        delay = %humanize(config.shutdown_delay),
+        timeout = %humanize(config.shutdown_timeout),
+        "shutting down: readiness is 503"
+    );
+    let sequence = async {
+        tokio::time::sleep(config.shutdown_delay).await;
+        tracing::info!("closing the listener; draining in-flight requests");
+        main_server.shutdown().await;
+        tracing::info!("drained; stopping background tasks");
+        background.cancel();
+        if let Err(e) = maintenance.await {
+            tracing::error!(error = %e, "store maintenance task failed");
+        }
+        let _ = housekeeping.await;
+        match store.flush_clicks().await {
+            Ok(n) => tracing::info!(clicks = n, "clicks flushed"),
+            Err(e) => tracing::error!(error = %e, "final click flush failed"),
+        }
+        let closed = store.close().await;
+        admin_server.shutdown().await;
+        closed
+    };
+    match tokio::time::timeout(config.shutdown_timeout, sequence).await {
+        Ok(Ok(())) => {
+            tracing::info!("shutdown complete");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(AppError::StoreClose(e)),
+        Err(_) => Err(AppError::ShutdownTimeout(config.shutdown_timeout)),
+    }
+}
+
+fn spawn_limiter_housekeeping(
+    state: AppState,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if state.key_limiter.is_none() && state.ip_limiter.is_none() {
+            return;
+        }
+        let mut every = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => {
+                    let now = tokio::time::Instant::now();
+                    if let Some(l) = &state.key_limiter {
+                        l.retain_recent(now);
+                    }
+                    if let Some(l) = &state.ip_limiter {
+                        l.retain_recent(now);
+                    }
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,485 @@
+//! Lock-free token bucket (GCRA) and a keyed limiter built from it.
+//!
+//! A bucket is one `AtomicU64` holding the *theoretical arrival time* (TAT) in
+//! nanoseconds since a base instant. A request at time `t` is admitted when
+//! `max(TAT, t) + T - t <= burst * T`, where `T` is the emission interval
+//! (`1s / per_second`); admitting moves the TAT on by `T`. This is exactly a
+//! token bucket of `burst` tokens refilled at `per_second`, updated with one
+//! compare-and-swap. Time is passed in, so callers (and tests) own the clock.
+
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::time::Instant;
+
+const NANOS_PER_SECOND: u64 = 1_000_000_000;
+
+/// Requests per second and burst size. `per_second == 0` disables limiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Quota {
+    pub const DISABLED: Quota = Quota {
+        per_second: 0,
+        burst: 0,
+    };
+
+    pub fn is_disabled(&self) -> bool {
+        self.per_second == 0
+    }
+
+    /// The bucket size actually used: a zero burst still admits one request.
+    pub fn effective_burst(&self) -> u32 {
+        self.burst.max(1)
+    }
+
+    fn emission_interval_nanos(&self) -> u64 {
+        (NANOS_PER_SECOND / u64::from(self.per_second)).max(1)
+    }
+}
+
+/// Outcome of one check, with what the HTTP layer needs for `RateLimit-*` and `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// `reset`: time until the bucket is full again.
+    Allow {
+        limit: u32,
+        remaining: u32,
+        reset: Duration,
+    },
+    /// `retry_after`: earliest time from now at which a request would be admitted.
+    Deny {
+        limit: u32,
+        retry_after: Duration,
+        reset: Duration,
+    },
+}
+
+impl Decision {
+    /// What a disabled limiter answers.
+    pub const UNLIMITED: Decision = Decision::Allow {
+        limit: 0,
+        remaining: 0,
+        reset: Duration::ZERO,
+    };
+
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+
+    pub fn limit(&self) -> u32 {
+        match *self {
+            Decision::Allow { limit, .. } | Decision::Deny { limit, .. } => limit,
+        }
+    }
+
+    pub fn remaining(&self) -> u32 {
+        match *self {
+            Decision::Allow { remaining, .. } => remaining,
+            Decision::Deny { .. } => 0,
+        }
+    }
+
+    pub fn reset(&self) -> Duration {
+        match *self {
+            Decision::Allow { reset, .. } | Decision::Deny { reset, .. } => reset,
+        }
+    }
+
+    /// `Retry-After` in whole seconds, rounded up (at least 1 for a denial).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match *self {
+            Decision::Allow { .. } => None,
+            Decision::Deny { retry_after, .. } => Some(ceil_secs(retry_after).max(1)),
+        }
+    }
+
+    /// `RateLimit-Reset` in whole seconds, rounded up.
+    pub fn reset_secs(&self) -> u64 {
+        ceil_secs(self.reset())
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// A single lock-free token bucket.
+#[derive(Debug)]
+pub struct TokenBucket {
+    quota: Quota,
+    interval: u64,
+    capacity: u64,
+    base: Instant,
+    tat: AtomicU64,
+}
+
+impl TokenBucket {
+    pub fn new(quota: Quota) -> Self {
+        Self::with_base(quota, Instant::now())
+    }
+
+    /// A bucket whose clock starts at `base` (full at `base`); instants before it count as `base`.
+    pub fn with_base(quota: Quota, base: Instant) -> Self {
+        let (interval, capacity) = if quota.is_disabled() {
+            (0, 0)
+        } else {
+            let interval = quota.emission_interval_nanos();
+            (interval, interval * u64::from(quota.effective_burst()))
+        };
+        Self {
+            quota,
+            interval,
+            capacity,
+            base,
+            tat: AtomicU64::new(0),
+        }
+    }
+
+    pub fn quota(&self) -> Quota {
+        self.quota
+    }
+
+    pub fn check(&self, now: Instant) -> Decision {
+        if self.quota.is_disabled() {
+            return Decision::UNLIMITED;
+        }
+        let limit = self.quota.effective_burst();
+        let now = self.nanos_since_base(now);
+        let mut tat = self.tat.load(Ordering::Relaxed);
+        loop {
+            let start = tat.max(now);
+            let next = start + self.interval;
+            let ahead = next - now;
+            if ahead > self.capacity {
+                return Decision::Deny {
+                    limit,
+                    retry_after: Duration::from_nanos(ahead - self.capacity),
+                    reset: Duration::from_nanos(start - now),
+                };
+            }
+            match self
+                .tat
+                .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    let remaining = (self.capacity - ahead) / self.interval;
+                    return Decision::Allow {
+                        limit,
+                        remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+                        reset: Duration::from_nanos(ahead),
+                    };
+                }
+                Err(current) => tat = current,
+            }
+        }
+    }
+
+    /// True when the bucket has been full for at least `idle` at `now`.
+    fn is_idle(&self, now: Instant, idle: Duration) -> bool {
+        let now = self.nanos_since_base(now);
+        let idle = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
+        self.tat.load(Ordering::Relaxed).saturating_add(idle) <= now
+    }
+
+    fn nanos_since_base(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.base);
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX / 2)
+    }
+}
+
+/// One bucket per key (API key, client IP). A known key is checked without allocating.
+#[derive(Debug)]
+pub struct KeyedLimiter<K: Hash + Eq> {
+    quota: Quota,
+    base: Instant,
+    buckets: DashMap<K, TokenBucket>,
+}
+
+impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
+    /// How long a bucket stays after it is full again (avoids re-inserting busy keys).
+    pub const IDLE_GRACE: Duration = Duration::from_secs(1);
+
+    pub fn new(quota: Quota) -> Self {
+        Self {
+            quota,
+            base: Instant::now(),
+            buckets: DashMap::new(),
+        }
+    }
+
+    pub fn quota(&self) -> Quota {
+        self.quota
+    }
+
+    pub fn check(&self, key: &K, now: Instant) -> Decision {
+        if self.quota.is_disabled() {
+            return Decision::UNLIMITED;
+        }
+        if let Some(bucket) = self.buckets.get(key) {
+            return bucket.check(now);
+        }
+        self.buckets
+            .entry(key.clone())
+            .or_insert_with(|| TokenBucket::with_base(self.quota, self.base))
+            .check(now)
+    }
+
+    /// Drops buckets that have been full again for [`Self::IDLE_GRACE`]: a full bucket
+    /// behaves exactly like a new one, so forgetting it changes no decision.
+    pub fn retain_recent(&self, now: Instant) {
+        if self.quota.is_disabled() {
+            self.buckets.clear();
+            return;
+        }
+        self.buckets
+            .retain(|_, bucket| !bucket.is_idle(now, Self::IDLE_GRACE));
+    }
+
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    fn quota(per_second: u32, burst: u32) -> Quota {
+        Quota { per_second, burst }
+    }
+
+    fn admitted(bucket: &TokenBucket, now: Instant, tries: usize) -> usize {
+        (0..tries)
+            .filter(|_| bucket.check(now).is_allowed())
+            .count()
+    }
+
+    #[test]
+    fn admits_the_burst_then_denies() {
+        let t0 = Instant::now();
+        let bucket = TokenBucket::with_base(quota(10, 5), t0);
+        for expected_remaining in (0..5).rev() {
+            match bucket.check(t0) {
+                Decision::Allow {
+                    limit, remaining, ..
+                } => {
+                    assert_eq!(limit, 5);
+                    assert_eq!(remaining, expected_remaining);
+                }
+                other => panic!("expected allow, got {other:?}"),
+            }
+        }
+        let denied = bucket.check(t0);
+        assert!(!denied.is_allowed());
+        assert_eq!(denied.limit(), 5);
+        assert_eq!(denied.remaining(), 0);
+    }
+
+    #[test]
+    fn refills_at_the_configured_rate() {
+        let t0 = Instant::now();
+        let bucket = TokenBucket::with_base(quota(10, 5), t0);
+        assert_eq!(admitted(&bucket, t0, 100), 5);
+
+        let t1 = t0 + Duration::from_millis(99);
+        assert_eq!(admitted(&bucket, t1, 100), 0, "a token takes 100ms");
+        let t2 = t0 + Duration::from_millis(100);
+        assert_eq!(admitted(&bucket, t2, 100), 1);
+        let t3 = t0 + Duration::from_millis(350);
+        assert_eq!(admitted(&bucket, t3, 100), 2);
+        let t4 = t0 + Duration::from_secs(60);
+        assert_eq!(admitted(&bucket, t4, 100), 5, "never more than the burst");
+    }
+
+    #[test]
+    fn retry_after_is_the_time_until_the_next_token() {
+        let t0 = Instant::now();
+        let bucket = TokenBucket::with_base(quota(2, 1), t0);
+        assert!(bucket.check(t0).is_allowed());
+
+        let at = t0 + Duration::from_millis(100);
+        let Decision::Deny {
+            retry_after, reset, ..
+        } = bucket.check(at)
+        else {
+            panic!("expected deny");
+        };
+        assert_eq!(retry_after, Duration::from_millis(400));
+        assert_eq!(reset, Duration::from_millis(400));
+        assert_eq!(bucket.check(at).retry_after_secs(), Some(1));
+
+        assert!(
+            !bucket
+                .check(at + retry_after - Duration::from_nanos(1))
+                .is_allowed()
+        );
+        assert!(bucket.check(at + retry_after).is_allowed());
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        let t0 = Instant::now();
+        let bucket = TokenBucket::with_base(quota(1, 3), t0);
+        assert_eq!(admitted(&bucket, t0, 3), 3);
+        let denied = bucket.check(t0 + Duration::from_millis(250));
+        assert_eq!(denied.retry_after_secs(), Some(1));
+        assert_eq!(denied.reset(), Duration::from_millis(2750));
+        assert_eq!(denied.reset_secs(), 3);
+    }
+
+    #[test]
+    fn reset_counts_down_to_a_full_bucket() {
+        let t0 = Instant::now();
+        let bucket = TokenBucket::with_base(quota(4, 4), t0);
+        let first = bucket.check(t0);
+        assert_eq!(first.reset(), Duration::from_millis(250));
+        let second = bucket.check(t0);
+        assert_eq!(second.reset(), Duration::from_millis(500));
+        assert_eq!(second.remaining(), 2);
+    }
+
+    #[test]
+    fn zero_rate_disables_the_limit() {
+        let t0 = Instant::now();
+        let bucket = TokenBucket::with_base(Quota::DISABLED, t0);
+        assert_eq!(admitted(&bucket, t0, 10_000), 10_000);
+        assert_eq!(bucket.check(t0), Decision::UNLIMITED);
+
+        let keyed = KeyedLimiter::new(quota(0, 10));
+        assert!((0..1000).all(|_| keyed.check(&"key", t0).is_allowed()));
+        assert!(keyed.is_empty(), "a disabled limiter keeps no state");
+    }
+
+    #[test]
+    fn zero_burst_still_admits_one() {
+        let t0 = Instant::now();
+        let bucket = TokenBucket::with_base(quota(1, 0), t0);
+        assert_eq!(admitted(&bucket, t0, 10), 1);
+    }
+
+    #[test]
+    fn instants_before_the_base_count_as_the_base() {
+        let t0 = Instant::now();
+        let bucket = TokenBucket::with_base(quota(1, 2), t0 + Duration::from_secs(5));
+        assert_eq!(admitted(&bucket, t0, 10), 2);
+    }
+
+    #[test]
+    fn keys_have_separate_buckets() {
+        let t0 = Instant::now();
+        let limiter = KeyedLimiter::new(quota(1, 2));
+        assert!(limiter.check(&"a", t0).is_allowed());
+        assert!(limiter.check(&"a", t0).is_allowed());
+        assert!(!limiter.check(&"a", t0).is_allowed());
+        assert!(limiter.check(&"b", t0).is_allowed());
+        assert_eq!(limiter.len(), 2);
+    }
+
+    #[test]
+    fn retain_recent_evicts_only_idle_full_buckets() {
+        let t0 = Instant::now();
+        let limiter = KeyedLimiter::new(quota(1, 2));
+        limiter.check(&"old", t0);
+        limiter.check(&"old", t0);
+        let later = t0 + Duration::from_secs(2);
+        limiter.check(&"busy", later);
+        limiter.check(&"busy", later);
+
+        limiter.retain_recent(later + Duration::from_millis(1500));
+        assert_eq!(
+            limiter.len(),
+            1,
+            "old was full again and idle; busy is not full"
+        );
+        assert!(!limiter.check(&"busy", later).is_allowed());
+
+        limiter.retain_recent(later + Duration::from_secs(10));
+        assert!(limiter.is_empty());
+    }
+
+    #[test]
+    fn eviction_changes_no_decision() {
+        let t0 = Instant::now();
+        let limiter = KeyedLimiter::new(quota(1, 3));
+        limiter.check(&"k", t0);
+        let later = t0 + Duration::from_secs(5);
+        limiter.retain_recent(later);
+        assert!(limiter.is_empty());
+        assert_eq!(
+            (0..10)
+                .filter(|_| limiter.check(&"k", later).is_allowed())
+                .count(),
+            3
+        );
+    }
+
+    #[test]
+    fn two_threads_at_one_instant_share_exactly_one_burst() {
+        let t0 = Instant::now();
+        let bucket = TokenBucket::with_base(quota(1, 1000), t0);
+        let start = Barrier::new(2);
+        let total = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    start.wait();
+                    let n = admitted(&bucket, t0, 5_000);
+                    total.fetch_add(n, Ordering::Relaxed);
+                });
+            }
+        });
+        assert_eq!(total.into_inner(), 1000);
+    }
+
+    #[test]
+    fn two_threads_never_admit_more_than_burst_plus_rate_times_elapsed() {
+        const PER_SECOND: u32 = 1000;
+        const BURST: u32 = 50;
+        const STEPS: u64 = 200_000;
+        let t0 = Instant::now();
+        let bucket = TokenBucket::with_base(quota(PER_SECOND, BURST), t0);
+        let clock = AtomicU64::new(0);
+        let start = Barrier::new(2);
+        let total = AtomicUsize::new(0);
+        // A shared synthetic clock: each check moves time on by 10µs, so the two
+        // threads see interleaved, sometimes out-of-order instants.
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    start.wait();
+                    let mut admitted = 0;
+                    loop {
+                        let step = clock.fetch_add(1, Ordering::Relaxed);
+                        if step >= STEPS {
+                            break;
+                        }
+                        let now = t0 + Duration::from_micros(10 * step);
+                        admitted += usize::from(bucket.check(now).is_allowed());
+                    }
+                    total.fetch_add(admitted, Ordering::Relaxed);
+                });
+            }
+        });
+        let elapsed = Duration::from_micros(10 * STEPS);
+        let bound = u64::from(BURST) + u64::from(PER_SECOND) * elapsed.as_secs();
+        let total = total.into_inner() as u64;
+        assert!(total <= bound, "admitted {total} > bound {bound}");
+        assert!(
+            total + 10 >= bound,
+            "admitted {total}, expected about {bound}"
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! Probes: `/healthz` (the process answers), `/readyz` (can serve traffic), `/startupz`
+//! (start-up finished).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::encode::json_response;
+
+/// Lifecycle flags shared by the probes and the shutdown sequence.
+#[derive(Debug, Default)]
+pub struct Health {
+    started: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl Health {
+    pub fn mark_started(&self) {
+        self.started.store(true, Ordering::Release);
+    }
+
+    pub fn mark_shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Status {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// One readiness check.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Check {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Checks {
+    /// The embedded store is open and answering.
+    pub store: Check,
+    /// Passes until a stop signal arrives.
+    pub shutting_down: Check,
+}
+
+/// `/readyz` body. When not ready it also carries `error` and `message`, like every 5xx.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub checks: Checks,
+}
+
+/// Liveness: the process is up and its runtime answers. Never looks at dependencies.
+#[utoipa::path(get, path = "/healthz", tag = "probes",
+    responses((status = 200, description = "The process is alive", body = Status)))]
+pub async fn healthz() -> Response {
+    json_response(StatusCode::OK, &Status { status: "ok" })
+}
+
+/// Readiness: the store answers and no stop signal has arrived.
+#[utoipa::path(get, path = "/readyz", tag = "probes", responses(
+    (status = 200, description = "Ready for traffic", body = Readiness),
+    (status = 503, description = "Not ready (starting, store failing or shutting down)", body = Readiness)))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let store = match state.store.check() {
+        Ok(()) => Check {
+            ok: true,
+            message: None,
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: store check failed");
+            Check {
+                ok: false,
+                message: Some("the store is not available".into()),
+            }
+        }
+    };
+    readiness(store, &state.health)
+}
+
+/// `/readyz` while the store is still loading.
+pub async fn readyz_starting(State(health): State<Arc<Health>>) -> Response {
+    let store = Check {
+        ok: false,
+        message: Some("the store is loading".into()),
+    };
+    readiness(store, &health)
+}
+
+fn readiness(store: Check, health: &Health) -> Response {
+    let shutting_down = if health.is_shutting_down() {
+        Check {
+            ok: false,
+            message: Some("a stop signal was received; draining".into()),
+        }
+    } else {
+        Check {
+            ok: true,
+            message: None,
+        }
+    };
+    let ready = store.ok && shutting_down.ok;
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        error: (!ready).then_some("not_ready"),
+        message: (!ready).then(|| {
+            [&store, &shutting_down]
+                .iter()
+                .filter_map(|c| c.message.as_deref())
+                .collect::<Vec<_>>()
+                .join("; ")
+        }),
+        checks: Checks {
+            store,
+            shutting_down,
+        },
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &body)
+}
+
+/// Start-up probe: 200 once the store is loaded and the API is served.
+#[utoipa::path(get, path = "/startupz", tag = "probes", responses(
+    (status = 200, description = "Start-up finished", body = Status),
+    (status = 503, description = "Still starting", body = crate::error::ErrorBody)))]
+pub async fn startupz(State(state): State<AppState>) -> Response {
+    startup_status(&state.health)
+}
+
+/// `/startupz` while the store is still loading.
+pub async fn startupz_starting(State(health): State<Arc<Health>>) -> Response {
+    startup_status(&health)
+}
+
+fn startup_status(health: &Health) -> Response {
+    if health.is_started() {
+        json_response(StatusCode::OK, &Status { status: "started" })
+    } else {
+        crate::error::error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            "the store is still loading",
+        )
+    }
+}

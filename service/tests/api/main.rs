@@ -1,0 +1,12 @@
+//! linkr's API tests: one binary, real sockets on port 0, a fresh store per test.
+
+mod config;
+mod errors;
+mod hardening;
+mod helpers;
+mod lifecycle;
+mod links;
+mod logging;
+mod probes;
+mod ratelimit;
+mod redirect;
