@@ -1,1 +1,24 @@
-//! loadgen library.
+//! linkr-loadgen: an open-model load generator on goose (fixed arrival schedule, latency from
+//! the intended send time), the knee search, profiles and reports around it.
+
+pub mod cli;
+pub mod compare;
+pub mod driver;
+pub mod environment;
+pub mod error;
+pub mod knee;
+pub mod profile;
+pub mod report;
+pub mod scenarios;
+pub mod schedule;
+pub mod seed;
+pub mod spawn;
+pub mod stats;
+
+pub use driver::{StepConfig, StepResult, run_step};
+pub use error::LoadgenError;
+pub use scenarios::{Scenario, Seeds};
+pub use schedule::Arrival;
+pub use seed::seed_links;
+pub use spawn::{Spawned, spawn_linkr};
+pub use stats::{Percentiles, write_hgrm};

@@ -1,0 +1,412 @@
+//! The `loadgen` command line: `run`, `knee` and `compare`.
+//!
+//! Exit codes: 0 pass, 1 a threshold or regression failed, 2 usage or set-up error (clap's usage
+//! errors included, as one line), 130 interrupted.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::compare::{Figures, compare};
+use crate::driver::{self, StepConfig, StepResult};
+use crate::error::LoadgenError;
+use crate::scenarios::{Scenario, Seeds};
+use crate::schedule::Arrival;
+use crate::seed::{DEFAULT_SEED_LINKS, seed_links};
+use crate::spawn::{Spawned, spawn_linkr};
+use crate::stats::{Percentiles, write_hgrm};
+
+pub const EXIT_FAIL: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Open-model load generator for linkr (and any HTTP server), on goose",
+    long_about = "Open-model load generator for linkr (and any HTTP server), on goose.\n\n\
+        Requests leave on a schedule fixed in advance (constant rate, or Poisson), whatever the\n\
+        server does; latency is measured from each request's intended send time (coordinated\n\
+        omission corrected) and, beside it, from the actual send.\n\n\
+        Exit codes: 0 pass, 1 a threshold or regression failed, 2 usage or set-up error."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Drive a target at one rate for one duration and report latency and errors.
+    Run(RunArgs),
+    /// Find the knee: the highest rate served within the p99 objective; profile it; write the report.
+    Knee(crate::knee::KneeArgs),
+    /// Compare two run results or two knee summaries: throughput and p99 side by side.
+    Compare(CompareArgs),
+}
+
+impl Command {
+    /// Whether the command starts its own linkr (the generator is then pinned before the runtime).
+    pub fn spawns(&self) -> bool {
+        match self {
+            Command::Run(a) => a.spawn,
+            Command::Knee(a) => a.spawn,
+            Command::Compare(_) => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Base URL of a running server (for --scenario get, the URL to GET).
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with = "spawn",
+        required_unless_present = "spawn"
+    )]
+    pub target: Option<String>,
+    /// Start the release linkr beside this executable (or --linkr), seed it, stop it at the end.
+    #[arg(long)]
+    pub spawn: bool,
+    /// linkr binary for --spawn.
+    #[arg(long, value_name = "PATH", requires = "spawn")]
+    pub linkr: Option<PathBuf>,
+    /// Arrival rate, requests per second.
+    #[arg(long, value_name = "R", value_parser = parse_rate)]
+    pub rate: f64,
+    /// How long requests are sent, e.g. 10s, 500ms, 2m.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Traffic mix: redirect, create, stats, mixed (linkr), or get (a plain GET of the target URL).
+    #[arg(long, value_enum, default_value_t = Scenario::Mixed)]
+    pub scenario: Scenario,
+    /// Arrival process.
+    #[arg(long, value_enum, default_value_t = Arrival::Constant)]
+    pub arrival: Arrival,
+    /// Write the result as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the corrected latency distribution here (HdrHistogram .hgrm, milliseconds).
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
+    /// API key of the --target linkr, to seed links and to create (not needed with --spawn).
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "LINKR_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+    /// Fail (exit 1) when the corrected p99 is above this, e.g. 5ms.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub max_p99: Option<Duration>,
+    /// Fail (exit 1) when more than this percentage of requests fail.
+    #[arg(long, value_name = "PCT", value_parser = parse_pct)]
+    pub max_error_rate: Option<f64>,
+    /// Links to seed for the redirect, stats and mixed scenarios.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_SEED_LINKS)]
+    pub seed_links: usize,
+    /// Write goose's HTML report of the step here (turns goose's per-request metrics on).
+    #[arg(long, value_name = "FILE")]
+    pub goose_report: Option<PathBuf>,
+    /// Keep goose's own per-request metrics on (costs generator CPU; off by default).
+    #[arg(long)]
+    pub goose_metrics: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// Baseline: a `run --json` result or a knee summary.json.
+    #[arg(value_name = "BASE.json")]
+    pub base: PathBuf,
+    /// Candidate, of the same kind.
+    #[arg(value_name = "NEW.json")]
+    pub new: PathBuf,
+    /// Fail (exit 1) when the rate falls, or the p99 grows, by more than this percentage.
+    #[arg(long, value_name = "PCT", default_value_t = 10.0, value_parser = parse_pct)]
+    pub max_regression: f64,
+}
+
+/// Parses `10s`, `500ms`, `250us`, `2m`, `1h`, `1.5s`; a bare number is seconds. Must be > 0.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (try 10s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1e3,
+        "us" | "µs" => n / 1e6,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use us, ms, s, m or h)"
+            ));
+        }
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("duration {s:?} must be greater than zero"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 10_000_000.0 => Ok(r),
+        _ => Err(format!("invalid rate {s:?}: requests per second, > 0")),
+    }
+}
+
+fn parse_pct(s: &str) -> Result<f64, String> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if p.is_finite() && p >= 0.0 => Ok(p),
+        _ => Err(format!("invalid percentage {s:?}")),
+    }
+}
+
+/// The first line of a clap error (`error: ...`), for a one-line usage message.
+pub fn one_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("error: invalid usage");
+    format!("loadgen: {}", line.trim_start_matches("error: "))
+}
+
+/// `loadgen compare`.
+pub fn compare_cmd(args: &CompareArgs) -> Result<ExitCode, LoadgenError> {
+    let base = Figures::from_file(&args.base)?;
+    let new = Figures::from_file(&args.new)?;
+    let c = compare(&base, &new, args.max_regression)?;
+    print!("{}", c.render(args.max_regression));
+    Ok(if c.regressed() {
+        ExitCode::from(EXIT_FAIL)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `loadgen run`.
+pub async fn run_cmd(args: RunArgs) -> Result<ExitCode, LoadgenError> {
+    let spawned = if args.spawn {
+        let s = spawn_linkr(args.linkr.clone()).await?;
+        eprintln!(
+            "spawned linkr (pid {}) at {}, admin {}; {}",
+            s.pid, s.base_url, s.admin_url, s.pinning
+        );
+        Some(s)
+    } else {
+        None
+    };
+    let result = run_with(&args, spawned.as_ref()).await;
+    let stopped = match spawned {
+        Some(s) => s.stop().await,
+        None => Ok(()),
+    };
+    let code = result?;
+    stopped?;
+    Ok(code)
+}
+
+async fn run_with(args: &RunArgs, spawned: Option<&Spawned>) -> Result<ExitCode, LoadgenError> {
+    let (target, api_key) = match spawned {
+        Some(s) => (s.base_url.clone(), Some(s.api_key.clone())),
+        None => (
+            args.target.clone().unwrap_or_default(),
+            args.api_key.clone(),
+        ),
+    };
+    let seeds = if args.scenario.needs_seeds() {
+        let Some(key) = api_key.as_deref() else {
+            return Err(LoadgenError::Usage(format!(
+                "scenario {} reads seeded links: pass --api-key KEY (or LINKR_API_KEY), or --spawn; for a server that is not linkr use --scenario get",
+                args.scenario
+            )));
+        };
+        if args.seed_links == 0 {
+            return Err(LoadgenError::Usage(format!(
+                "scenario {} needs --seed-links > 0",
+                args.scenario
+            )));
+        }
+        let started = std::time::Instant::now();
+        let seeds = seed_links(&target, key, args.seed_links).await?;
+        eprintln!(
+            "seeded {} links in {:.1}s",
+            seeds.codes.len(),
+            started.elapsed().as_secs_f64()
+        );
+        seeds
+    } else {
+        Seeds::default()
+    };
+    driver::set_goose_metrics(args.goose_metrics);
+    let cfg = StepConfig {
+        target,
+        scenario: args.scenario,
+        rate: args.rate,
+        duration: args.duration,
+        arrival: args.arrival,
+        api_key,
+        seeds: Arc::new(seeds),
+        goose_report: args.goose_report.clone(),
+    };
+    let result = driver::run_step(&cfg).await?;
+    print!("{}", summary(&result));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&result).expect("a step result serialises");
+        std::fs::write(path, text + "\n").map_err(|e| LoadgenError::file(path, e))?;
+    }
+    if let Some(path) = &args.hgrm {
+        write_hgrm(&result.corrected, path).map_err(|e| LoadgenError::file(path, e))?;
+    }
+    let failures = threshold_failures(&result, args.max_p99, args.max_error_rate);
+    for f in &failures {
+        eprintln!("FAIL: {f}");
+    }
+    if !failures.is_empty() && result.generator_saturated {
+        eprintln!(
+            "loadgen: a threshold failed but the generator was saturated ({}): the result measures the generator, not the service",
+            result.saturation.as_deref().unwrap_or("")
+        );
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAIL)
+    })
+}
+
+/// The thresholds `result` fails, as messages.
+pub fn threshold_failures(
+    result: &StepResult,
+    max_p99: Option<Duration>,
+    max_error_pct: Option<f64>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(limit) = max_p99
+        && result.latency_us.p99 as u128 > limit.as_micros()
+    {
+        out.push(format!(
+            "corrected p99 {:.3} ms is above --max-p99 {:.3} ms",
+            result.latency_us.p99 as f64 / 1000.0,
+            limit.as_secs_f64() * 1000.0
+        ));
+    }
+    if let Some(limit) = max_error_pct
+        && result.error_rate_pct() > limit
+    {
+        out.push(format!(
+            "error rate {:.3}% ({} of {}) is above --max-error-rate {limit}%",
+            result.error_rate_pct(),
+            result.errors,
+            result.requests
+        ));
+    }
+    out
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.3}", us as f64 / 1000.0)
+}
+
+fn percentile_line(p: &Percentiles) -> String {
+    format!(
+        "p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {} ms",
+        ms(p.p50),
+        ms(p.p90),
+        ms(p.p99),
+        ms(p.p999),
+        ms(p.p9999),
+        ms(p.max)
+    )
+}
+
+/// The human-readable result.
+pub fn summary(r: &StepResult) -> String {
+    let status: Vec<String> = r.status.iter().map(|(c, n)| format!("{c}:{n}")).collect();
+    let t = &r.transport_errors;
+    let transport = if t.timeout + t.connect + t.other > 0 {
+        format!(
+            "  (timeouts {}, connect {}, other {})",
+            t.timeout, t.connect, t.other
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{} @ {}/s for {}s against {} ({} arrivals, {} users)\n\
+         \x20 sent       {} ({:.1}/s, {:.2}% of target), missed {}\n\
+         \x20 errors     {} ({:.3}%){transport}   status {}\n\
+         \x20 latency    {}   (corrected: from the intended send time)\n\
+         \x20 uncorrected {}\n\
+         \x20 send lag   p50 {}  p99 {}  max {} ms\n\
+         \x20 generator  cpu {:.0}%  max in flight {}/{}{}  saturated: {}\n",
+        r.scenario,
+        r.rate_target,
+        r.duration_s,
+        r.target,
+        r.arrival,
+        r.users,
+        r.requests,
+        r.rate_achieved,
+        r.rate_achieved / r.rate_target * 100.0,
+        r.missed,
+        r.errors,
+        r.error_rate_pct(),
+        status.join(" "),
+        percentile_line(&r.latency_us),
+        percentile_line(&r.latency_uncorrected_us),
+        ms(r.send_lag_us.p50),
+        ms(r.send_lag_us.p99),
+        ms(r.send_lag_us.max),
+        r.generator_cpu * 100.0,
+        r.max_in_flight,
+        r.users,
+        if r.pool_exhausted {
+            " (pool exhausted: the server held every user)"
+        } else {
+            ""
+        },
+        match &r.saturation {
+            Some(why) => format!("YES, {why}"),
+            None => "no".into(),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

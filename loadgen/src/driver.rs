@@ -1,0 +1,723 @@
+//! One open-model step on goose: a fixed arrival schedule shared by a pool of goose users.
+//!
+//! Goose users are a closed loop (each waits for its response). The step turns them into an open
+//! model: the [pacer](crate::schedule) releases one slot per scheduled arrival, whatever the
+//! server does, and whichever user is free takes it, sends it through goose, and records the
+//! latency from the slot's *intended* time (coordinated omission corrected) and from the actual
+//! send (uncorrected). The pool is sized so a slow server does not run it dry
+//! ([`pool_size`]); if it does, the late slots still count from their intended time.
+//!
+//! One `GooseAttack` per step (`execute` consumes it), `--iterations 1`: each user runs one
+//! transaction that loops over slots until the schedule ends, then the attack ends.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use goose::client::GooseClientBuilder;
+use goose::goose::{
+    GooseUser, Scenario as GooseScenario, Transaction, TransactionFunction, TransactionResult,
+};
+use goose::{GooseAttack, config::GooseConfiguration};
+use hdrhistogram::Histogram;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use serde::Serialize;
+
+use crate::error::LoadgenError;
+use crate::scenarios::{self, Plan, Scenario, Seeds};
+use crate::schedule::{self, Arrival, Gate, Schedule};
+use crate::stats::{Percentiles, Registry, Sample};
+
+/// One step: drive `target` with `scenario` at `rate` requests/s for `duration`.
+#[derive(Debug, Clone)]
+pub struct StepConfig {
+    /// Base URL (`http://host:port`; for `get`, the path to request too).
+    pub target: String,
+    pub scenario: Scenario,
+    /// Requests per second.
+    pub rate: f64,
+    pub duration: Duration,
+    pub arrival: Arrival,
+    pub api_key: Option<String>,
+    pub seeds: Arc<Seeds>,
+    /// Where goose writes its HTML report for this step (turns goose's own metrics on).
+    pub goose_report: Option<PathBuf>,
+}
+
+/// Send lag: from a request's intended send time to its actual send, in microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SendLag {
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+/// Failures without an HTTP status.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct TransportErrors {
+    pub timeout: u64,
+    pub connect: u64,
+    pub other: u64,
+}
+
+/// The outcome of one step; serialises to the `run --json` object of the design.
+#[derive(Clone, Serialize)]
+pub struct StepResult {
+    pub scenario: Scenario,
+    pub target: String,
+    pub rate_target: f64,
+    /// Requests sent per second of the step (`requests / duration_s`).
+    pub rate_achieved: f64,
+    pub duration_s: f64,
+    /// Requests sent (every one completed or failed before the step returned).
+    pub requests: u64,
+    /// Requests without the expected status (transport failures included).
+    pub errors: u64,
+    /// Responses by HTTP status code.
+    pub status: BTreeMap<String, u64>,
+    /// Corrected latency: from the intended send time to the end of the response.
+    pub latency_us: Percentiles,
+    /// Uncorrected latency: from the actual send to the end of the response.
+    pub latency_uncorrected_us: Percentiles,
+    /// The generator could not keep to the schedule: the result measures the generator, not the
+    /// service. `saturation` says why.
+    pub generator_saturated: bool,
+    pub saturation: Option<String>,
+    pub arrival: Arrival,
+    pub send_lag_us: SendLag,
+    pub transport_errors: TransportErrors,
+    /// Goose users in the pool.
+    pub users: u64,
+    /// Most requests in flight at once.
+    pub max_in_flight: u64,
+    /// Every user was waiting on the server at some point: arrivals were late (and counted so).
+    pub pool_exhausted: bool,
+    /// Slots that fell due but were not sent before the step's end.
+    pub missed: u64,
+    /// Generator CPU time over the step, as a fraction of the CPUs it may run on.
+    pub generator_cpu: f64,
+    pub goose_metrics: bool,
+    #[serde(skip)]
+    pub corrected: Histogram<u64>,
+    #[serde(skip)]
+    pub uncorrected: Histogram<u64>,
+    #[serde(skip)]
+    pub send_lag: Histogram<u64>,
+}
+
+/// The JSON object (the histograms are left out: they print as thousands of counts).
+impl std::fmt::Debug for StepResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match serde_json::to_string(self) {
+            Ok(json) => write!(f, "StepResult {json}"),
+            Err(_) => f.write_str("StepResult { .. }"),
+        }
+    }
+}
+
+impl StepResult {
+    /// Errors as a percentage of requests.
+    pub fn error_rate_pct(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.errors as f64 * 100.0 / self.requests as f64
+        }
+    }
+}
+
+/// Latency the user pool absorbs before it runs dry: the pool holds `rate × allowance` users.
+pub const LATENCY_ALLOWANCE: Duration = Duration::from_secs(1);
+pub const MIN_USERS: u64 = 32;
+/// Goose users cost memory (each holds a copy of the configuration and scenario) and start-up
+/// time; past this the allowance shrinks (0.5 s at 20,000 req/s).
+pub const MAX_USERS: u64 = 10_000;
+
+/// Users for `rate`: `rate × LATENCY_ALLOWANCE`, within `MIN_USERS..=MAX_USERS`.
+pub fn pool_size(rate: f64) -> u64 {
+    ((rate * LATENCY_ALLOWANCE.as_secs_f64()).ceil() as u64).clamp(MIN_USERS, MAX_USERS)
+}
+
+/// Send-lag p99 beyond which (and beyond half the corrected p99) the generator counts as
+/// saturated when its pool was not exhausted.
+pub const LAG_P99_LIMIT: Duration = Duration::from_millis(2);
+/// Send-lag p50 beyond which the generator counts as saturated when its pool was not exhausted.
+pub const LAG_P50_LIMIT: Duration = Duration::from_millis(1);
+/// Generator CPU use (fraction of its CPUs) from which it counts as saturated.
+pub const CPU_LIMIT: f64 = 0.90;
+
+static GOOSE_METRICS: AtomicBool = AtomicBool::new(false);
+static PROGRESS: AtomicBool = AtomicBool::new(true);
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Turn goose's own per-request metrics on for every step (off by default: they cost the
+/// generator CPU and we record our own histograms). A step with `goose_report` has them on.
+pub fn set_goose_metrics(on: bool) {
+    GOOSE_METRICS.store(on, Ordering::Relaxed);
+}
+
+/// Turn the progress output of [`run_step`] on or off (on by default; stderr).
+pub fn set_progress(on: bool) {
+    PROGRESS.store(on, Ordering::Relaxed);
+}
+
+/// Whether Ctrl-C was pressed (after [`install_interrupt_handler`]). A running step stops early
+/// and returns [`LoadgenError::Interrupted`]; callers stop starting new steps.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+fn stop_requested() -> bool {
+    interrupted() || goose::is_killswitch_triggered()
+}
+
+/// Installs the process's Ctrl-C handler (before goose's, which then does not install its own):
+/// the first Ctrl-C stops the running step and marks the process interrupted; a second one exits
+/// at once (a spawned linkr gets SIGTERM from the kernel as its parent dies).
+pub fn install_interrupt_handler() {
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            eprintln!("\nloadgen: interrupted again, exiting");
+            std::process::exit(130);
+        }
+        eprintln!("\nloadgen: interrupted, stopping (Ctrl-C again to exit at once)");
+        goose::trigger_killswitch("interrupted");
+    });
+}
+
+/// Replaces goose's stdout logger (installed once per process, it prints a warning per failed
+/// request) with one that passes goose's errors to stderr.
+pub fn quiet_goose_logs() {
+    struct ErrorsOnly;
+    impl log::Log for ErrorsOnly {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            m.level() <= log::Level::Error
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            if self.enabled(r.metadata()) {
+                eprintln!("goose: {}", r.args());
+            }
+        }
+        fn flush(&self) {}
+    }
+    static LOGGER: ErrorsOnly = ErrorsOnly;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Error);
+    }
+}
+
+struct Step {
+    gate: Gate,
+    schedule: Schedule,
+    plan: Plan,
+    registry: Registry,
+    client: reqwest013::Client,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+}
+
+/// Runs one step and returns what it measured. The step takes `duration` plus goose's start-up
+/// and the time the last responses take (bounded by the client's 10 s request timeout).
+pub async fn run_step(cfg: &StepConfig) -> Result<StepResult, LoadgenError> {
+    if !(cfg.rate.is_finite() && cfg.rate > 0.0) {
+        return Err(LoadgenError::Usage(format!(
+            "rate must be > 0, got {}",
+            cfg.rate
+        )));
+    }
+    if cfg.duration.is_zero() {
+        return Err(LoadgenError::Usage("duration must be > 0".into()));
+    }
+    if interrupted() {
+        return Err(LoadgenError::Interrupted);
+    }
+    quiet_goose_logs();
+    let (host, _) = scenarios::split_target(&cfg.target)?;
+    let plan = Plan::new(
+        cfg.scenario,
+        &cfg.target,
+        cfg.api_key.as_deref(),
+        &cfg.seeds,
+    )?;
+    let schedule = Schedule::new(cfg.arrival, cfg.rate, cfg.duration);
+    let users = pool_size(cfg.rate).min(schedule.len().max(1));
+    let goose_metrics = GOOSE_METRICS.load(Ordering::Relaxed) || cfg.goose_report.is_some();
+
+    let step = Arc::new(Step {
+        gate: Gate::new(),
+        schedule,
+        plan,
+        registry: Registry::default(),
+        client: scenarios::client()?,
+        in_flight: AtomicU64::new(0),
+        max_in_flight: AtomicU64::new(0),
+    });
+
+    let mut args: Vec<String> = [
+        "--host",
+        &host,
+        "--users",
+        &users.to_string(),
+        "--increase-rate",
+        &(users * 100).to_string(),
+        "--iterations",
+        "1",
+        "--quiet",
+        "--no-print-metrics",
+        "--no-error-summary",
+        "--no-telnet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if goose_metrics {
+        args.extend(["--no-transaction-metrics", "--no-scenario-metrics"].map(String::from));
+    } else {
+        args.push("--no-metrics".into());
+    }
+    if let Some(report) = &cfg.goose_report {
+        if let Some(dir) = report.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| LoadgenError::file(dir, e))?;
+        }
+        args.push("--report-file".into());
+        args.push(report.display().to_string());
+    }
+    let config = GooseConfiguration::parse_args_default(&args)?;
+
+    let for_users = step.clone();
+    let transaction: TransactionFunction = Arc::new(move |user| {
+        let step = for_users.clone();
+        Box::pin(async move { drive_user(step, user).await })
+    });
+    // One client built once and shared (goose otherwise builds a TLS-capable client per user,
+    // seconds for thousands of users); each user then swaps in ours, which does not redirect.
+    let attack = GooseAttack::initialize_with_config(config)?
+        .set_client_builder_without_cookies(GooseClientBuilder::new().without_cookies())?
+        .register_scenario(
+            GooseScenario::new(cfg.scenario.name())
+                .register_transaction(Transaction::new(transaction).set_name(cfg.scenario.name())),
+        );
+
+    let pacer = {
+        let step = step.clone();
+        let duration = cfg.duration;
+        std::thread::Builder::new()
+            .name("loadgen-pacer".into())
+            .spawn(move || {
+                schedule::pace(&step.gate, &step.schedule, duration, users, stop_requested)
+            })
+            .map_err(LoadgenError::Io)?
+    };
+
+    let progress = PROGRESS.load(Ordering::Relaxed).then(|| {
+        tokio::spawn(progress_loop(
+            step.clone(),
+            cfg.duration,
+            format!("{} @ {}/s", cfg.scenario, cfg.rate),
+        ))
+    });
+
+    let outcome = {
+        let _stdout = StdoutToStderr::enter();
+        attack.execute().await
+    };
+    step.gate.abort.store(true, Ordering::Release);
+    let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
+    if let Some(p) = progress {
+        p.abort();
+        let _ = p.await;
+        if std::io::stderr().is_terminal() {
+            eprint!("\r\x1b[K");
+        }
+    }
+    outcome?;
+    if interrupted() {
+        return Err(LoadgenError::Interrupted);
+    }
+    if step.gate.start.get().is_none() {
+        return Err(LoadgenError::Goose(format!(
+            "the step never started: {} of {users} goose users reached the schedule",
+            step.gate.ready.load(Ordering::Relaxed)
+        )));
+    }
+
+    let rec = step.registry.snapshot();
+    let cpu_us = step
+        .gate
+        .cpu_end_us
+        .load(Ordering::Relaxed)
+        .saturating_sub(step.gate.cpu_start_us.load(Ordering::Relaxed));
+    let generator_cpu = cpu_us as f64 / (cfg.duration.as_micros() as f64 * available_cpus() as f64);
+    let duration_s = cfg.duration.as_secs_f64();
+    let released = step.gate.released.load(Ordering::Relaxed);
+    let claimed = step.gate.claimed.load(Ordering::Relaxed).min(released);
+    let max_in_flight = step.max_in_flight.load(Ordering::Relaxed);
+    let latency_us = Percentiles::of(&rec.corrected);
+    let lag = SendLag {
+        p50: quantile(&rec.send_lag, 0.50),
+        p99: quantile(&rec.send_lag, 0.99),
+        max: rec.send_lag.max(),
+    };
+    let rate_achieved = rec.requests as f64 / duration_s;
+    let pool_exhausted = max_in_flight >= users;
+    let saturation = saturation_reason(&Evidence {
+        rate_target: cfg.rate,
+        rate_achieved,
+        lag_p50_us: lag.p50,
+        lag_p99_us: lag.p99,
+        late: rec
+            .send_lag
+            .count_between(lag_limit_us(latency_us.p99) + 1, u64::MAX),
+        corrected_p99_us: latency_us.p99,
+        generator_cpu,
+        pool_exhausted,
+        users,
+    });
+    let status = rec
+        .status
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(code, n)| (code.to_string(), *n))
+        .collect();
+
+    Ok(StepResult {
+        scenario: cfg.scenario,
+        target: cfg.target.clone(),
+        rate_target: cfg.rate,
+        rate_achieved: (rate_achieved * 10.0).round() / 10.0,
+        duration_s,
+        requests: rec.requests,
+        errors: rec.errors,
+        status,
+        latency_uncorrected_us: Percentiles::of(&rec.uncorrected),
+        latency_us,
+        generator_saturated: saturation.is_some(),
+        saturation,
+        arrival: cfg.arrival,
+        send_lag_us: lag,
+        transport_errors: TransportErrors {
+            timeout: rec.timeouts,
+            connect: rec.connect_errors,
+            other: rec.other_errors,
+        },
+        users,
+        max_in_flight,
+        pool_exhausted,
+        missed: released - claimed,
+        generator_cpu: (generator_cpu * 1000.0).round() / 1000.0,
+        goose_metrics,
+        corrected: rec.corrected,
+        uncorrected: rec.uncorrected,
+        send_lag: rec.send_lag,
+    })
+}
+
+/// While alive, file descriptor 1 points at stderr: goose prints "N users launched." to stdout
+/// whatever it is told, and stdout carries our results.
+struct StdoutToStderr;
+
+static STDOUT_REDIRECT: std::sync::Mutex<(u32, i32)> = std::sync::Mutex::new((0, -1));
+
+impl StdoutToStderr {
+    fn enter() -> Self {
+        use std::io::Write;
+        let mut state = STDOUT_REDIRECT.lock().unwrap_or_else(|e| e.into_inner());
+        if state.0 == 0 {
+            let _ = std::io::stdout().flush();
+            // SAFETY: dup/dup2 on the process's own standard descriptors.
+            unsafe {
+                let saved = libc::dup(1);
+                if saved >= 0 && libc::dup2(2, 1) >= 0 {
+                    state.1 = saved;
+                } else if saved >= 0 {
+                    libc::close(saved);
+                }
+            }
+        }
+        state.0 += 1;
+        Self
+    }
+}
+
+impl Drop for StdoutToStderr {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let mut state = STDOUT_REDIRECT.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 -= 1;
+        if state.0 == 0 && state.1 >= 0 {
+            let _ = std::io::stdout().flush();
+            // SAFETY: restores the descriptor saved by `enter`.
+            unsafe {
+                libc::dup2(state.1, 1);
+                libc::close(state.1);
+            }
+            state.1 = -1;
+        }
+    }
+}
+
+fn quantile(h: &Histogram<u64>, q: f64) -> u64 {
+    if h.is_empty() {
+        0
+    } else {
+        h.value_at_quantile(q)
+    }
+}
+
+/// What [`saturation_reason`] judges from.
+#[derive(Debug, Clone, Copy)]
+pub struct Evidence {
+    pub rate_target: f64,
+    pub rate_achieved: f64,
+    pub lag_p50_us: u64,
+    pub lag_p99_us: u64,
+    /// Requests whose send lag exceeded [`lag_limit_us`].
+    pub late: u64,
+    pub corrected_p99_us: u64,
+    pub generator_cpu: f64,
+    pub pool_exhausted: bool,
+    pub users: u64,
+}
+
+/// Send lag above which a request counts as late: 2 ms, or half the corrected p99 if larger.
+pub fn lag_limit_us(corrected_p99_us: u64) -> u64 {
+    (LAG_P99_LIMIT.as_micros() as u64).max(corrected_p99_us / 2)
+}
+
+/// Late requests (see [`lag_limit_us`]) below this many are a hiccup (a descheduled thread on a
+/// busy machine delays a few), not a generator that cannot keep up.
+pub const MIN_LATE: u64 = 50;
+
+/// Why the generator, not the service, limited the step (None: it kept up).
+///
+/// - It used ≥ 90% of its CPUs: whatever else happened, its own delays are in the numbers.
+/// - Its pool was not exhausted (a user was free whenever a slot fell due), and yet it sent
+///   short (< 99% of the rate), or systematically late (send-lag p50 over 1 ms), or the lag made
+///   up most of the tail (send-lag p99 over 2 ms and over half the corrected p99, for at least
+///   [`MIN_LATE`] requests). That lag is the generator's own (CPU, scheduling, a busy machine),
+///   not the server's.
+///
+/// An exhausted pool with CPU to spare means the server held every user: the service is the
+/// bound, and the late arrivals count from their intended time.
+pub fn saturation_reason(e: &Evidence) -> Option<String> {
+    if e.generator_cpu >= CPU_LIMIT {
+        return Some(format!(
+            "generator CPU at {:.0}% of its cores",
+            e.generator_cpu * 100.0
+        ));
+    }
+    if e.pool_exhausted {
+        return None;
+    }
+    if e.rate_achieved < 0.99 * e.rate_target {
+        return Some(format!(
+            "sent {:.1}/s of {:.1}/s with free users in a pool of {}",
+            e.rate_achieved, e.rate_target, e.users
+        ));
+    }
+    if e.lag_p50_us > LAG_P50_LIMIT.as_micros() as u64 {
+        return Some(format!(
+            "send lag p50 {:.2} ms with free users (the generator sent late throughout)",
+            e.lag_p50_us as f64 / 1000.0
+        ));
+    }
+    if e.lag_p99_us > lag_limit_us(e.corrected_p99_us) && e.late >= MIN_LATE {
+        return Some(format!(
+            "send lag p99 {:.2} ms of a corrected p99 of {:.2} ms, with free users (the generator fell behind its schedule)",
+            e.lag_p99_us as f64 / 1000.0,
+            e.corrected_p99_us as f64 / 1000.0
+        ));
+    }
+    None
+}
+
+/// One goose user: take due slots until the schedule ends, send each, record it.
+async fn drive_user(step: Arc<Step>, user: &mut GooseUser) -> TransactionResult {
+    user.client = step.client.clone();
+    let mut rng = SmallRng::seed_from_u64(user.weighted_users_index as u64 ^ 0x9E37_79B9_7F4A_7C15);
+    step.gate.ready.fetch_add(1, Ordering::AcqRel);
+    loop {
+        match step.gate.permits.try_acquire() {
+            Ok(p) => p.forget(),
+            Err(tokio::sync::TryAcquireError::Closed) => break,
+            Err(tokio::sync::TryAcquireError::NoPermits) => match step.gate.permits.acquire().await
+            {
+                Ok(p) => p.forget(),
+                Err(_) => break,
+            },
+        }
+        if step.gate.ended.load(Ordering::Acquire) {
+            break;
+        }
+        let slot = step.gate.claimed.fetch_add(1, Ordering::AcqRel);
+        let Some(&t0) = step.gate.start.get() else {
+            break;
+        };
+        if slot >= step.schedule.len() {
+            break;
+        }
+        let intended = t0 + step.schedule.offset(slot);
+        let op = step.plan.pick(&mut rng, slot);
+        let in_flight = step.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        step.max_in_flight.fetch_max(in_flight, Ordering::Relaxed);
+        let sent = Instant::now();
+        let outcome = step.plan.send(user, op, slot, &mut rng).await;
+        let done = Instant::now();
+        step.in_flight.fetch_sub(1, Ordering::Relaxed);
+        step.registry.record(&Sample {
+            corrected_us: done.saturating_duration_since(intended).as_micros() as u64,
+            uncorrected_us: done.saturating_duration_since(sent).as_micros() as u64,
+            send_lag_us: sent.saturating_duration_since(intended).as_micros() as u64,
+            outcome,
+        });
+    }
+    Ok(())
+}
+
+async fn progress_loop(step: Arc<Step>, duration: Duration, label: String) {
+    let tty = std::io::stderr().is_terminal();
+    let every = if tty {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(2)
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(&t0) = step.gate.start.get() else {
+            continue;
+        };
+        let elapsed = t0.elapsed().min(duration);
+        let (n, errors, p99) = step.registry.progress();
+        let line = format!(
+            "[{label}] {:5.1}s/{:.0}s  sent {:>8}  {:>9.1}/s  p99 {:>9.3} ms  errors {errors}",
+            elapsed.as_secs_f64(),
+            duration.as_secs_f64(),
+            n,
+            n as f64 / elapsed.as_secs_f64().max(1e-3),
+            p99 as f64 / 1000.0,
+        );
+        if tty {
+            eprint!("\r{line}\x1b[K");
+        } else {
+            eprintln!("{line}");
+        }
+        if elapsed >= duration {
+            if tty {
+                eprintln!();
+            }
+            return;
+        }
+    }
+}
+
+/// CPUs this process may run on (its affinity mask).
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> Evidence {
+        Evidence {
+            rate_target: 1000.0,
+            rate_achieved: 1000.0,
+            lag_p50_us: 50,
+            lag_p99_us: 300,
+            late: 0,
+            corrected_p99_us: 900,
+            generator_cpu: 0.3,
+            pool_exhausted: false,
+            users: 1000,
+        }
+    }
+
+    #[test]
+    fn a_generator_that_keeps_up_is_not_saturated() {
+        assert_eq!(saturation_reason(&ok()), None);
+        // A slow server with some generator lag: the lag is a small part of the latency.
+        assert_eq!(
+            saturation_reason(&Evidence {
+                lag_p99_us: 5_000,
+                corrected_p99_us: 80_000,
+                ..ok()
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn cpu_shortfall_or_lag_with_free_users_is_saturation() {
+        assert!(
+            saturation_reason(&Evidence {
+                generator_cpu: 0.95,
+                ..ok()
+            })
+            .unwrap()
+            .contains("CPU")
+        );
+        assert!(
+            saturation_reason(&Evidence {
+                rate_achieved: 980.0,
+                ..ok()
+            })
+            .unwrap()
+            .contains("sent")
+        );
+        assert!(
+            saturation_reason(&Evidence {
+                lag_p50_us: 1_500,
+                ..ok()
+            })
+            .unwrap()
+            .contains("p50")
+        );
+        let late = Evidence {
+            lag_p99_us: 3_000,
+            corrected_p99_us: 4_000,
+            late: 200,
+            ..ok()
+        };
+        assert!(saturation_reason(&late).unwrap().contains("p99"));
+        // A few late requests are a hiccup.
+        assert_eq!(saturation_reason(&Evidence { late: 5, ..late }), None);
+        // CPU saturation counts even with an exhausted pool.
+        assert!(
+            saturation_reason(&Evidence {
+                generator_cpu: 0.97,
+                pool_exhausted: true,
+                ..ok()
+            })
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn an_exhausted_pool_with_cpu_to_spare_is_the_service() {
+        let e = Evidence {
+            pool_exhausted: true,
+            rate_achieved: 500.0,
+            lag_p50_us: 400_000,
+            lag_p99_us: 900_000,
+            ..ok()
+        };
+        assert_eq!(saturation_reason(&e), None);
+    }
+
+    #[test]
+    fn the_pool_covers_a_second_of_arrivals_within_bounds() {
+        assert_eq!(pool_size(1.0), MIN_USERS);
+        assert_eq!(pool_size(2000.0), 2000);
+        assert_eq!(pool_size(1e6), MAX_USERS);
+    }
+}

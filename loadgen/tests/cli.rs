@@ -1,0 +1,223 @@
+//! The `loadgen` binary: exit codes, one-line usage errors, `run --json`/`--hgrm` files.
+
+mod driver_support;
+
+use std::process::{Command, Output};
+
+fn loadgen(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .env_remove("LINKR_API_KEY")
+        .output()
+        .expect("run loadgen")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit 2 with exactly one line on stderr.
+fn assert_usage_error(o: &Output, mentions: &str) {
+    assert_eq!(o.status.code(), Some(2), "stderr: {}", stderr(o));
+    let err = stderr(o);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+    assert!(
+        err.contains(mentions),
+        "{err:?} does not mention {mentions:?}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    assert_usage_error(&loadgen(&["run", "--rate", "10"]), "required");
+    assert_usage_error(
+        &loadgen(&[
+            "run",
+            "--target",
+            "http://127.0.0.1:1",
+            "--spawn",
+            "--rate",
+            "1",
+            "--duration",
+            "1s",
+        ]),
+        "cannot be used with",
+    );
+    assert_usage_error(
+        &loadgen(&[
+            "run",
+            "--target",
+            "http://127.0.0.1:1",
+            "--rate",
+            "1",
+            "--duration",
+            "ten",
+        ]),
+        "invalid duration",
+    );
+    assert_usage_error(
+        &loadgen(&[
+            "run",
+            "--target",
+            "http://127.0.0.1:1",
+            "--rate",
+            "0",
+            "--duration",
+            "1s",
+        ]),
+        "rate",
+    );
+    assert_usage_error(&loadgen(&["compare", "only-one.json"]), "required");
+    assert_usage_error(&loadgen(&["frobnicate"]), "frobnicate");
+    assert_usage_error(
+        &loadgen(&[
+            "run",
+            "--target",
+            "http://127.0.0.1:1",
+            "--rate",
+            "1",
+            "--duration",
+            "1s",
+            "--scenario",
+            "nope",
+        ]),
+        "nope",
+    );
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let o = loadgen(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for cmd in ["run", "knee", "compare"] {
+        assert!(out.contains(cmd), "{out}");
+    }
+    let o = loadgen(&["run", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("--max-p99"));
+    assert_eq!(loadgen(&["--version"]).status.code(), Some(0));
+}
+
+#[test]
+fn a_linkr_scenario_without_api_key_is_a_setup_error() {
+    let o = loadgen(&[
+        "run",
+        "--target",
+        "http://127.0.0.1:9",
+        "--rate",
+        "10",
+        "--duration",
+        "1s",
+        "--scenario",
+        "redirect",
+    ]);
+    assert_usage_error(&o, "--api-key");
+}
+
+#[test]
+fn a_missing_linkr_binary_is_a_setup_error() {
+    let o = loadgen(&[
+        "run",
+        "--spawn",
+        "--linkr",
+        "/nonexistent/linkr",
+        "--rate",
+        "10",
+        "--duration",
+        "1s",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("/nonexistent/linkr"), "{}", stderr(&o));
+}
+
+#[test]
+fn run_writes_json_and_hgrm_and_applies_thresholds() {
+    let server = driver_support::start_in_background();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let hgrm = dir.path().join("run.hgrm");
+    let target = format!("{}/hello", server.base);
+    let o = loadgen(&[
+        "run",
+        "--target",
+        &target,
+        "--scenario",
+        "get",
+        "--rate",
+        "300",
+        "--duration",
+        "1s",
+        "--json",
+        json.to_str().unwrap(),
+        "--hgrm",
+        hgrm.to_str().unwrap(),
+        "--max-error-rate",
+        "0",
+        "--max-p99",
+        "10s",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stderr: {}\nstdout: {}",
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["scenario"], "get");
+    assert_eq!(v["target"], target.as_str());
+    assert_eq!(v["rate_target"], 300.0);
+    assert_eq!(v["duration_s"], 1.0);
+    assert_eq!(v["errors"], 0);
+    assert_eq!(v["requests"], v["status"]["200"]);
+    for key in [
+        "rate_achieved",
+        "latency_us",
+        "latency_uncorrected_us",
+        "generator_saturated",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    let h = std::fs::read_to_string(&hgrm).unwrap();
+    assert!(h.contains("Percentile") && h.contains("#[Max"), "{h}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("p99"));
+
+    // A p99 of 1 µs cannot be met: exit 1 (the generator is not saturated at 300/s).
+    let o = loadgen(&[
+        "run",
+        "--target",
+        &target,
+        "--scenario",
+        "get",
+        "--rate",
+        "300",
+        "--duration",
+        "1s",
+        "--max-p99",
+        "1us",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "stderr: {}", stderr(&o));
+    assert!(stderr(&o).contains("FAIL: corrected p99"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_unreachable_target_fails_the_error_threshold() {
+    // Nothing listens on port 9: every request is a connect error.
+    let o = loadgen(&[
+        "run",
+        "--target",
+        "http://127.0.0.1:9/",
+        "--scenario",
+        "get",
+        "--rate",
+        "50",
+        "--duration",
+        "500ms",
+        "--max-error-rate",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "stderr: {}", stderr(&o));
+    assert!(stderr(&o).contains("error rate"), "{}", stderr(&o));
+}

@@ -1,0 +1,142 @@
+//! An in-test HTTP server that looks like linkr from the outside, and can stall on command.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::watch;
+
+pub const API_KEY: &str = "test-key";
+
+#[derive(Clone)]
+struct Shared {
+    stalled: watch::Receiver<bool>,
+    created: Arc<AtomicU64>,
+    hits: Arc<AtomicU64>,
+}
+
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    stall: watch::Sender<bool>,
+    pub created: Arc<AtomicU64>,
+    pub hits: Arc<AtomicU64>,
+}
+
+impl TestServer {
+    /// While stalled, every request is held until the stall ends.
+    pub fn set_stalled(&self, on: bool) {
+        self.stall.send_replace(on);
+    }
+}
+
+async fn wait_unstalled(s: &Shared) {
+    s.hits.fetch_add(1, Ordering::Relaxed);
+    let mut rx = s.stalled.clone();
+    let _ = rx.wait_for(|stalled| !*stalled).await;
+}
+
+fn authorized(h: &HeaderMap) -> bool {
+    h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {API_KEY}"))
+}
+
+async fn hello(State(s): State<Shared>) -> &'static str {
+    wait_unstalled(&s).await;
+    "ok"
+}
+
+/// `GET /{code}`: a 302 to an address nothing listens on (following it would fail).
+async fn redirect(State(s): State<Shared>, Path(code): Path<String>) -> Response {
+    wait_unstalled(&s).await;
+    (
+        StatusCode::FOUND,
+        [(header::LOCATION, format!("http://127.0.0.1:9/{code}"))],
+    )
+        .into_response()
+}
+
+async fn create(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    wait_unstalled(&s).await;
+    if !authorized(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if !body.contains("\"url\"") {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    let n = s.created.fetch_add(1, Ordering::Relaxed);
+    (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(r#"{{"code":"c{n}","url":"https://example.com/","short_url":"x","created_at":0,"expires_at":null}}"#),
+    )
+        .into_response()
+}
+
+async fn stats(State(s): State<Shared>, headers: HeaderMap, Path(code): Path<String>) -> Response {
+    wait_unstalled(&s).await;
+    if !authorized(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(r#"{{"code":"{code}","url":"https://example.com/","clicks":1,"created_at":0,"expires_at":null}}"#),
+    )
+        .into_response()
+}
+
+/// Starts the server on a free loopback port in the current runtime.
+pub async fn start() -> TestServer {
+    let (stall, stalled) = watch::channel(false);
+    let created = Arc::new(AtomicU64::new(0));
+    let hits = Arc::new(AtomicU64::new(0));
+    let shared = Shared {
+        stalled,
+        created: created.clone(),
+        hits: hits.clone(),
+    };
+    let app = Router::new()
+        .route("/hello", get(hello))
+        .route("/v1/links", axum::routing::post(create))
+        .route("/v1/links/{code}", get(stats))
+        .route("/{code}", get(redirect))
+        .with_state(shared);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    TestServer {
+        base,
+        stall,
+        created,
+        hits,
+    }
+}
+
+/// Starts the server on its own thread and runtime (for tests that block on a child process).
+pub fn start_in_background() -> TestServer {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            tx.send(start().await).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().unwrap()
+}
+
+/// Number of recorded values at or above `at`.
+pub fn count_at_or_above(h: &hdrhistogram::Histogram<u64>, at: u64) -> u64 {
+    h.iter_recorded()
+        .filter(|v| v.value_iterated_to() >= at)
+        .map(|v| v.count_at_value())
+        .sum()
+}

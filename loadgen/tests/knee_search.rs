@@ -1,0 +1,200 @@
+//! The knee search against an in-test server of known capacity finds that capacity.
+//!
+//! The server serialises every request through one worker with a fixed 4 ms service time, its
+//! completions scheduled on absolute deadlines (`max(arrival, previous completion) + 4 ms`), so
+//! sleep overshoot delays single responses but never lowers the capacity: exactly 250 req/s.
+//! Below it a constant-rate schedule sees no queue; above it the backlog grows by
+//! `(rate - 250) × t`, so at `r ×` capacity the last requests of a step of `T` seconds wait
+//! `(r - 1) × T`: with 3 s steps and a 200 ms objective every rate 7% or more above capacity fails,
+//! while a scheduling hiccup of up to ~150 ms below capacity does not. The capacity is kept low so
+//! that the HTTP handling (a debug build, on a shared 2-core machine) costs little CPU next to the
+//! service time: the worker, not the CPU, is the bound.
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use clap::Parser;
+use linkr_loadgen::knee::{self, Bound, KneeArgs, SearchEnd, Target};
+use tokio::sync::oneshot;
+
+const SERVICE_TIME: Duration = Duration::from_millis(4);
+const CAPACITY: f64 = 250.0;
+
+type Job = (Instant, oneshot::Sender<()>);
+
+/// Starts the fixed-capacity server on its own thread and runtime; returns its address (bound
+/// before this returns, so it is ready).
+fn start_server() -> SocketAddr {
+    let (jobs, queue) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("capacity-worker".into())
+        .spawn(move || {
+            let mut free_at = Instant::now();
+            for (arrived, reply) in queue {
+                let done = arrived.max(free_at) + SERVICE_TIME;
+                free_at = done;
+                let now = Instant::now();
+                if done > now {
+                    std::thread::sleep(done - now);
+                }
+                let _ = reply.send(());
+            }
+        })
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::Builder::new()
+        .name("capacity-server".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let app = Router::new().route("/work", get(work)).with_state(jobs);
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        })
+        .unwrap();
+    addr
+}
+
+async fn work(State(jobs): State<mpsc::Sender<Job>>) -> &'static str {
+    let (tx, rx) = oneshot::channel();
+    jobs.send((Instant::now(), tx)).expect("worker alive");
+    rx.await.expect("worker replies");
+    "done"
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    knee: KneeArgs,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knee_lies_within_ten_percent_of_a_known_capacity() {
+    let addr = start_server();
+    let out = tempfile::tempdir().unwrap();
+    let target = format!("http://{addr}/work");
+    let cli = Cli::try_parse_from([
+        "knee",
+        "--target",
+        &target,
+        "--scenario",
+        "get",
+        "--slo-p99",
+        "200ms",
+        "--start-rate",
+        "60",
+        "--max-rate",
+        "1000",
+        "--step",
+        "3s",
+        "--out",
+        out.path().to_str().unwrap(),
+    ])
+    .unwrap();
+    let started = Instant::now();
+    let outcome = knee::run_against(
+        &cli.knee,
+        Target {
+            base_url: target.clone(),
+            admin_url: None,
+            api_key: None,
+            service: Default::default(),
+        },
+    )
+    .await
+    .expect("knee run");
+    let elapsed = started.elapsed();
+
+    let knee_rate = outcome.knee_rate.expect("a knee");
+    assert!(
+        (CAPACITY * 0.9..=CAPACITY * 1.1).contains(&knee_rate),
+        "knee {knee_rate} req/s not within 10% of the capacity {CAPACITY}: {}",
+        serde_json::to_string_pretty(&outcome.summary["steps"]).unwrap()
+    );
+    assert_eq!(outcome.end, SearchEnd::Converged);
+    // the bound follows the lowest failing step: the service unless the generator (starved of CPU
+    // on a busy machine) flagged itself saturated there
+    let lowest_fail_step = outcome.summary["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["pass"] == false)
+        .min_by(|a, b| {
+            a["rate_target"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["rate_target"].as_f64().unwrap())
+        })
+        .expect("a failing step");
+    let expected = if lowest_fail_step["generator_saturated"] == true {
+        Bound::Generator
+    } else {
+        Bound::Service
+    };
+    assert_eq!(
+        outcome.bound, expected,
+        "{}",
+        outcome.summary["bound_evidence"]
+    );
+    assert!(elapsed < Duration::from_secs(90), "took {elapsed:?}");
+
+    // summary.json as the design says, and a histogram pair per step
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["knee"]["rate"].as_f64(), Some(knee_rate));
+    assert!(summary["knee"]["p99_us"].as_u64().unwrap() <= 200_000);
+    assert_eq!(summary["slo_p99_us"].as_u64(), Some(200_000));
+    assert_eq!(summary["bound"], expected.as_str());
+    let steps = summary["steps"].as_array().unwrap();
+    assert!(!steps.is_empty() && steps.len() <= 10);
+    for s in steps {
+        for key in [
+            "rate_target",
+            "rate_achieved",
+            "requests",
+            "errors",
+            "latency_us",
+            "latency_uncorrected_us",
+            "generator_saturated",
+            "pass",
+        ] {
+            assert!(s.get(key).is_some(), "step lacks {key}: {s}");
+        }
+        for key in ["hgrm", "hgrm_uncorrected"] {
+            let f = out.path().join(s[key].as_str().unwrap());
+            assert!(
+                std::fs::read_to_string(&f).unwrap().contains("Percentile"),
+                "{}",
+                f.display()
+            );
+        }
+    }
+    // the search narrowed to 5%: some step failed just above the knee
+    let lowest_fail = steps
+        .iter()
+        .filter(|s| s["pass"] == false)
+        .filter_map(|s| s["rate_target"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        lowest_fail <= knee_rate * 1.05 + 1e-9,
+        "lowest fail {lowest_fail}, knee {knee_rate}"
+    );
+
+    let html = std::fs::read_to_string(out.path().join("index.html")).unwrap();
+    assert!(html.contains(&format!("What bound the knee: {}", expected.as_str())));
+    assert!(
+        html.contains("Profile skipped"),
+        "no admin listener: profile skipped with a note"
+    );
+}
