@@ -14,7 +14,7 @@ pub const GENERATED_LEN: usize = 7;
 
 /// Names that would shadow a route of the service (compared ignoring ASCII case).
 const RESERVED: &[&str] = &[
-    "healthz", "readyz", "startupz", "v1", "metrics", "debug", "openapi", "api", "admin",
+    "healthz", "readyz", "startupz", "v1", "metrics", "debug", "openapi",
 ];
 
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -113,7 +113,7 @@ pub fn generate() -> ShortCode {
             n /= 62;
         }
         let s = std::str::from_utf8(&buf).expect("base62 is ASCII");
-        // Only "healthz" and "metrics" are reachable (7 characters): p ≈ 6e-13.
+        // Only the 7-character names can come up ("healthz", "metrics", "openapi"): p ≈ 1e-12.
         if !is_reserved(s) {
             return ShortCode(CompactString::new(s));
         }

@@ -32,7 +32,7 @@ pub(crate) const SCHEMA_VERSION: u64 = 1;
 
 /// redb's page cache (its default is 1 GiB). The index answers reads, so the cache only
 /// serves writes; a small one keeps RSS per link low.
-const CACHE_BYTES: usize = 32 * 1024 * 1024;
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
 /// Most operations applied in one write transaction.
 const MAX_BATCH: usize = 1024;
 
@@ -41,7 +41,12 @@ const HAS_EXPIRY: u8 = 1;
 /// Record: `flags u8 | created_at i64 LE | [expires_at i64 LE if flags & 1] |
 /// owner_len u16 LE | owner | url`.
 fn encode_record(out: &mut Vec<u8>, created_at: i64, expires_at: i64, owner: &str, url: &str) {
-    let owner = &owner.as_bytes()[..owner.len().min(usize::from(u16::MAX))];
+    // Owner names are API key names; cap absurd ones at a character boundary.
+    let mut owner_len = owner.len().min(usize::from(u16::MAX));
+    while !owner.is_char_boundary(owner_len) {
+        owner_len -= 1;
+    }
+    let owner = &owner.as_bytes()[..owner_len];
     out.clear();
     out.push(if expires_at == NEVER { 0 } else { HAS_EXPIRY });
     out.extend_from_slice(&created_at.to_le_bytes());
@@ -138,13 +143,6 @@ impl Owners {
         })
     }
 
-    fn intern_mut(&mut self, name: &str) -> u32 {
-        self.0
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .intern(name)
-    }
-
     pub(crate) fn name(&self, id: u32) -> Arc<str> {
         self.0
             .read()
@@ -216,36 +214,31 @@ pub(crate) fn check_readable(db: &Database) -> Result<(), StoreError> {
     }
 }
 
-/// Reads every link and its clicks into a new index, in one read transaction.
+/// Generated codes are uniform over base62: keys below "V" are about half of them.
+const LOAD_SPLIT: &str = "V";
+
+/// Reads every link and its clicks into a new index: two threads each read half of the
+/// key space in a read transaction (no writes happen before the writer starts).
 pub(crate) fn load(db: &Database) -> Result<(Index, Owners), StoreError> {
+    let count = db.begin_read()?.open_table(LINKS)?.len()?;
+    let index = Index::with_capacity(usize::try_from(count).unwrap_or(usize::MAX));
+    let owners = Owners::default();
+    let loaded = std::thread::scope(|s| {
+        let low = std::thread::Builder::new()
+            .name("linkr-store-load".into())
+            .spawn_scoped(s, || load_range(db, &index, &owners, ..LOAD_SPLIT));
+        let high = load_range(db, &index, &owners, LOAD_SPLIT..);
+        let low = match low {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(StoreError::Backend("the load thread panicked".into()))),
+            Err(_) => load_range(db, &index, &owners, ..LOAD_SPLIT),
+        };
+        Ok::<_, StoreError>(low? + high?)
+    })?;
+    index.add_loaded(loaded);
     let txn = db.begin_read()?;
-    let links = txn.open_table(LINKS)?;
-    let count = usize::try_from(links.len()?).unwrap_or(usize::MAX);
-    let mut index = Index::with_capacity(count);
-    let mut owners = Owners::default();
-    let mut arena = Arena::new();
-    for row in links.iter()? {
-        let (code, record) = row?;
-        let code = code.value();
-        let record = record.value();
-        let rec = decode_record(record).ok_or_else(|| {
-            StoreError::Backend(format!(
-                "corrupt record for code {code:?} in the links table"
-            ))
-        })?;
-        let owner = owners.intern_mut(rec.owner);
-        let data = arena.alloc(code.as_bytes(), rec.url.as_bytes());
-        index.insert_mut(Entry::new(
-            data,
-            code.len(),
-            rec.created_at,
-            rec.expires_at,
-            owner,
-            0,
-        ));
-    }
-    let clicks = txn.open_table(CLICKS)?;
-    for row in clicks.iter()? {
+    for row in txn.open_table(CLICKS)?.iter()? {
         let (code, total) = row?;
         let total = total.value();
         index.with(code.value().as_bytes(), |e| {
@@ -253,6 +246,47 @@ pub(crate) fn load(db: &Database) -> Result<(Index, Owners), StoreError> {
         });
     }
     Ok((index, owners))
+}
+
+fn load_range<'a>(
+    db: &Database,
+    index: &Index,
+    owners: &Owners,
+    range: impl std::ops::RangeBounds<&'a str> + 'a,
+) -> Result<usize, StoreError> {
+    let txn = db.begin_read()?;
+    let links = txn.open_table(LINKS)?;
+    let mut arena = Arena::new();
+    let mut last_owner: Option<(Arc<str>, u32)> = None;
+    let mut loaded = 0;
+    for row in links.range(range)? {
+        let (code, record) = row?;
+        let code = code.value();
+        let rec = decode_record(record.value()).ok_or_else(|| {
+            StoreError::Backend(format!(
+                "corrupt record for code {code:?} in the links table"
+            ))
+        })?;
+        let owner = match &last_owner {
+            Some((name, id)) if **name == *rec.owner => *id,
+            _ => {
+                let id = owners.intern(rec.owner);
+                last_owner = Some((owners.name(id), id));
+                id
+            }
+        };
+        let data = arena.alloc(code.as_bytes(), rec.url.as_bytes());
+        index.insert_loaded(Entry::new(
+            data,
+            code.len(),
+            rec.created_at,
+            rec.expires_at,
+            owner,
+            0,
+        ));
+        loaded += 1;
+    }
+    Ok(loaded)
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -607,6 +641,20 @@ impl Writer {
     }
 }
 
+#[cfg(test)]
+pub(crate) fn scan_only_for_tests(db: &Database) -> usize {
+    let txn = db.begin_read().unwrap();
+    let links = txn.open_table(LINKS).unwrap();
+    links
+        .iter()
+        .unwrap()
+        .map(|row| {
+            let (k, v) = row.unwrap();
+            k.value().len() + v.value().len()
+        })
+        .sum()
+}
+
 /// A never-expiring record, for test fixtures written straight into the table.
 #[cfg(test)]
 pub(crate) fn encode_for_tests(out: &mut Vec<u8>, created_at: i64, owner: &str, url: &str) {
@@ -650,6 +698,17 @@ mod tests {
         for len in 0..buf.len() - "http://x/".len() {
             assert!(decode_record(&buf[..len]).is_none(), "len {len}");
         }
+    }
+
+    #[test]
+    fn huge_owner_names_are_cut_at_a_char_boundary() {
+        let mut buf = Vec::new();
+        let owner = format!("a{}", "é".repeat(40_000));
+        encode_record(&mut buf, 1, NEVER, &owner, "http://x/");
+        let r = decode_record(&buf).unwrap();
+        assert_eq!(r.owner.len(), 65_535);
+        assert!(owner.starts_with(r.owner));
+        assert_eq!(r.url, "http://x/");
     }
 
     #[test]

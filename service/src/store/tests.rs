@@ -468,11 +468,61 @@ fn open_reports_an_unusable_data_dir() {
     assert!(err.to_string().contains("data directory"), "{err}");
 }
 
+/// CPU time of the calling thread (unaffected by other processes on a busy machine).
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Resident set size of this process in bytes.
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
     pages * 4096
+}
+
+/// Durable creates per second: 16 concurrent clients for 2 s, then one client.
+async fn create_throughput(store: &Store, label: &str) {
+    for clients in [16, 1] {
+        let before = store.stats();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..clients)
+            .map(|c| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        store
+                            .create(link(&format!("https://example.com/new/{c}/{n}"), None))
+                            .await
+                            .unwrap();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut created = 0;
+        for task in tasks {
+            created += task.await.unwrap();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let commits = store.stats().commits - before.commits;
+        println!(
+            "create ({label}, {clients} clients): {:.0}/s durable, {:.2} ms/commit, \
+             {:.1} links/commit",
+            created as f64 / secs,
+            secs * 1e3 / commits.max(1) as f64,
+            created as f64 / commits.max(1) as f64
+        );
+    }
 }
 
 const MILLION: usize = 1_000_000;
@@ -498,7 +548,7 @@ fn store_1m_fixture() {
         {
             let mut links = txn.open_table(links).unwrap();
             let mut clicks = txn.open_table(clicks).unwrap();
-            for _ in 0..100_000 {
+            for _ in 0..(MILLION - written).min(100_000) {
                 let code = crate::domain::code::generate();
                 durable::encode_for_tests(&mut record, T0, "bench", &million_url(written));
                 if links
@@ -515,6 +565,10 @@ fn store_1m_fixture() {
         }
         txn.commit().unwrap();
     }
+    if std::env::var_os("LINKR_1M_CRASH").is_some() {
+        // Like kill -9: the database is not closed, so the next open repairs it.
+        std::process::abort();
+    }
 }
 
 /// Performance evidence: open time and RSS per link with 1M links.
@@ -522,6 +576,12 @@ fn store_1m_fixture() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "slow: builds a 1M-link database"]
 async fn store_1m_open_time_and_rss() {
+    {
+        let fresh = tempfile::tempdir().unwrap();
+        let store = open(fresh.path(), Clock::system());
+        create_throughput(&store, "empty store").await;
+        store.close().await.unwrap();
+    }
     // LINKR_1M_FIXTURE=/some/dir keeps the fixture between runs.
     let tmp = tempfile::tempdir().unwrap();
     let dir =
@@ -533,9 +593,11 @@ async fn store_1m_open_time_and_rss() {
             .args(["--ignored", "--exact", "store::tests::store_1m_fixture"])
             .env("LINKR_1M_DIR", &dir)
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .status()
             .unwrap();
-        assert!(status.success());
+        let crash = std::env::var_os("LINKR_1M_CRASH").is_some();
+        assert!(status.success() != crash, "{status}");
         println!("fixture: {MILLION} links built in {:.1?}", build.elapsed());
     }
     let file = std::fs::metadata(dir.join(DB_FILE)).unwrap().len();
@@ -546,8 +608,15 @@ async fn store_1m_open_time_and_rss() {
         let db = durable::open_db(&dir.join(DB_FILE)).unwrap();
         let t_open = t.elapsed();
         let rss1 = rss_bytes();
+        let scan = Instant::now();
+        let scanned = durable::scan_only_for_tests(&db);
+        println!(
+            "breakdown: iterate links only: {:.2?} ({scanned} bytes)",
+            scan.elapsed()
+        );
+        let t = Instant::now();
         let (index, _owners) = durable::load(&db).unwrap();
-        let t_load = t.elapsed() - t_open;
+        let t_load = t.elapsed();
         let rss2 = rss_bytes();
         println!(
             "breakdown: open_db {t_open:.2?} (+{} MiB), load {t_load:.2?} (+{} MiB), {} links",
@@ -563,16 +632,21 @@ async fn store_1m_open_time_and_rss() {
         );
         return;
     }
+    // Work on a copy so that the creates below do not change a kept fixture.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.join(DB_FILE), work.path().join(DB_FILE)).unwrap();
     let rss_before = rss_bytes();
     let started = Instant::now();
-    let store = open(&dir, Clock::system());
+    let cpu = thread_cpu_time();
+    let store = open(work.path(), Clock::system());
+    let open_cpu = thread_cpu_time() - cpu;
     let open_time = started.elapsed();
     let rss_after = rss_bytes();
     assert_eq!(store.len(), MILLION);
     let per_link_total = rss_after as f64 / MILLION as f64;
     let per_link_delta = (rss_after - rss_before) as f64 / MILLION as f64;
     println!(
-        "open + load: {open_time:.2?}; RSS {:.1} MiB = {per_link_total:.0} B/link \
+        "open + load: {open_time:.2?} wall, {open_cpu:.2?} CPU; RSS {:.1} MiB = {per_link_total:.0} B/link \
          (process total), {per_link_delta:.0} B/link (growth during open)",
         rss_after as f64 / 1048576.0
     );
@@ -597,40 +671,52 @@ async fn store_1m_open_time_and_rss() {
     let per = started.elapsed() / found as u32;
     println!("resolve: {per:?} per lookup ({found} lookups, one thread)");
 
-    // Durable create throughput: 16 concurrent clients for 2 s.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..16)
-        .map(|c| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    store
-                        .create(link(&format!("https://example.com/new/{c}/{n}"), None))
-                        .await
-                        .unwrap();
-                    n += 1;
-                }
-                n
-            })
-        })
-        .collect();
-    let mut created = 0;
-    for task in tasks {
-        created += task.await.unwrap();
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let stats = store.stats();
-    println!(
-        "create: {:.0}/s durable (16 clients, {created} links, {} commits, {:.1} links/commit)",
-        created as f64 / secs,
-        stats.commits,
-        created as f64 / stats.commits.max(1) as f64
-    );
+    create_throughput(&store, "1M links").await;
     store.close().await.unwrap();
     assert!(
         open_time < Duration::from_secs(2),
         "open took {open_time:?}"
+    );
+}
+
+/// Baseline for the index layout: the brief's `DashMap<CompactString, Entry>` with a
+/// per-link `Bytes` (cloned once so it is shared) and an interned owner, same URLs.
+/// `cargo test -p linkr --release --lib store_1m_dashmap -- --ignored --nocapture`
+#[test]
+#[ignore = "slow: memory of the DashMap baseline at 1M links"]
+fn store_1m_dashmap_baseline() {
+    #[allow(dead_code)]
+    struct DashEntry {
+        location: Bytes,
+        owner: Arc<str>,
+        created_at: i64,
+        expires_at: Option<i64>,
+        clicks: std::sync::atomic::AtomicU64,
+        dirty: AtomicBool,
+    }
+    let owner: Arc<str> = Arc::from("bench");
+    let rss_before = rss_bytes();
+    let map = dashmap::DashMap::<CompactString, DashEntry>::new();
+    for i in 0..MILLION {
+        let location = Bytes::copy_from_slice(million_url(i).as_bytes());
+        drop(location.clone());
+        map.insert(
+            CompactString::new(crate::domain::code::generate().as_str()),
+            DashEntry {
+                location,
+                owner: owner.clone(),
+                created_at: T0,
+                expires_at: None,
+                clicks: Default::default(),
+                dirty: AtomicBool::new(false),
+            },
+        );
+    }
+    let grown = rss_bytes() - rss_before;
+    println!(
+        "dashmap baseline: {} links, {} B/link (entry {} B + key 24 B per bucket)",
+        map.len(),
+        grown as usize / MILLION,
+        size_of::<DashEntry>()
     );
 }
