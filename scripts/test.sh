@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# The README's test command: installs what the tests need, then runs every test of the workspace.
+# The README's test command: installs what the tests need (valgrind, chromium, wrk; a
+# throwaway Postgres and Redis for the scale-out tests), then runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/services.sh >/dev/null
+trap 'scripts/services.sh stop' EXIT
+# shellcheck disable=SC1091
+. "${LINKR_SERVICES_DIR:-/tmp/linkr-services}/env"
 cargo test --workspace --locked "$@"

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::KeyedLimiter;
 use crate::routes::{Health, startup_router};
 use crate::server::{App, ServeOptions, Server};
-use crate::store::{Store, StoreConfig, StoreError};
+use crate::store::{RemoteConfig, Store, StoreConfig, StoreError};
 
 pub use crate::routes::api_router;
 
@@ -219,10 +219,21 @@ pub async fn run_with_clock(
         click_flush_interval: config.click_flush_interval,
         purge_interval: config.purge_interval,
     };
-    let mut loading = tokio::task::spawn_blocking({
-        let clock = clock.clone();
-        move || Store::open(store_config, clock)
-    });
+    let mut loading = match &config.database_url {
+        // Scale-out: links in Postgres (Redis as shared cache); the index fills on misses.
+        Some(database_url) => tokio::spawn(Store::open_remote(
+            store_config,
+            RemoteConfig {
+                database_url: database_url.expose().clone(),
+                redis_url: config.redis_url.as_ref().map(|u| u.expose().clone()),
+            },
+            clock.clone(),
+        )),
+        None => tokio::task::spawn_blocking({
+            let clock = clock.clone();
+            move || Store::open(store_config, clock)
+        }),
+    };
     let opened = tokio::select! {
         opened = &mut loading => opened,
         () = stop.cancelled() => {

@@ -268,12 +268,12 @@ pub struct RawConfig {
     /// How often expired links are purged.
     #[arg(long, env = "LINKR_PURGE_INTERVAL", default_value = "60s")]
     pub purge_interval: String,
-    /// Postgres URL (scale-out backend; not supported in this build yet).
+    /// Postgres URL: the scale-out backend (several instances serve the same links).
     #[arg(long, env = "LINKR_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     #[arg(long, env = "LINKR_DATABASE_URL_FILE")]
     pub database_url_file: Option<PathBuf>,
-    /// Redis URL (shared cache; not supported in this build yet).
+    /// Redis URL: shared cache and invalidations between instances (needs the database URL).
     #[arg(long, env = "LINKR_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     #[arg(long, env = "LINKR_REDIS_URL_FILE")]
@@ -407,6 +407,7 @@ impl RawConfig {
             parse_duration(&self.purge_interval).and_then(positive),
         );
 
+        let database_given = self.database_url.is_some() || self.database_url_file.is_some();
         let database_url = secret_with_file(
             "LINKR_DATABASE_URL",
             self.database_url,
@@ -419,10 +420,16 @@ impl RawConfig {
             "LINKR_REDIS_URL",
             self.redis_url,
             self.redis_url_file,
-            &["redis", "rediss"],
+            &["redis"],
             "the Redis cache",
             &mut p,
         );
+        if redis_url.is_some() && !database_given {
+            p.push(
+                "LINKR_REDIS_URL",
+                "the Redis cache needs LINKR_DATABASE_URL (Postgres) as well".to_string(),
+            );
+        }
 
         if !p.0.is_empty() {
             return Err(p.0);
@@ -643,8 +650,7 @@ fn read_secret_file(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// `VAR` or `VAR_FILE` (not both), checked as a URL of one of `schemes`, then refused: the
-/// scale-out backends are not in this build.
+/// `VAR` or `VAR_FILE` (not both), checked as a URL of one of `schemes` (`what` names it).
 fn secret_with_file(
     var: &str,
     value: Option<String>,
@@ -668,17 +674,17 @@ fn secret_with_file(
             }
         },
     };
-    match url::Url::parse(value.trim()) {
-        Ok(u) if schemes.contains(&u.scheme()) => p.push(
-            var,
-            format!(
-                "{what} is not supported in this build yet; unset it to use the embedded store"
-            ),
-        ),
+    let value = value.trim().to_string();
+    match url::Url::parse(&value) {
+        Ok(u) if schemes.contains(&u.scheme()) => {}
         // The value is a secret: never echo it.
         Ok(u) => p.push(
             var,
-            format!("expected a {} URL, got scheme {:?}", schemes[0], u.scheme()),
+            format!(
+                "{what} expects a {} URL, got scheme {:?}",
+                schemes[0],
+                u.scheme()
+            ),
         ),
         Err(e) => p.push(var, format!("not a valid URL ({e})")),
     }
@@ -784,20 +790,42 @@ mod tests {
     }
 
     #[test]
-    fn scale_out_backends_are_refused_without_echoing_the_secret() {
-        let problems = raw(&[
+    fn scale_out_backends_are_validated_without_echoing_the_secret() {
+        let c = raw(&[
             "--database-url",
             "postgres://u:hunter2@db/linkr",
             "--redis-url",
             "redis://cache:6379",
         ])
         .validate()
+        .unwrap();
+        assert_eq!(
+            c.database_url.as_ref().unwrap().expose(),
+            "postgres://u:hunter2@db/linkr"
+        );
+        assert!(!c.to_redacted_json().contains("hunter2"));
+        assert!(!c.to_redacted_json().contains("cache:6379"));
+
+        let problems = raw(&[
+            "--database-url",
+            "mysql://u:hunter2@db/linkr",
+            "--redis-url",
+            "http://cache:6379",
+        ])
+        .validate()
         .unwrap_err();
         let text = problems.join("\n");
         assert!(text.contains("LINKR_DATABASE_URL"));
         assert!(text.contains("LINKR_REDIS_URL"));
-        assert!(text.contains("not supported in this build yet"));
         assert!(!text.contains("hunter2"));
+    }
+
+    #[test]
+    fn redis_needs_the_database() {
+        let problems = raw(&["--redis-url", "redis://cache:6379"])
+            .validate()
+            .unwrap_err();
+        assert!(problems.join("\n").contains("needs LINKR_DATABASE_URL"));
     }
 
     #[test]

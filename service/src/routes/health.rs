@@ -58,6 +58,12 @@ pub struct Checks {
     pub store: Check,
     /// Passes until a stop signal arrives.
     pub shutting_down: Check,
+    /// Postgres answers (only with `LINKR_DATABASE_URL`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<Check>,
+    /// Redis answers and the invalidation subscription is live (only with `LINKR_REDIS_URL`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<Check>,
 }
 
 /// `/readyz` body. When not ready it also carries `error` and `message`, like every 5xx.
@@ -97,7 +103,27 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             }
         }
     };
-    readiness(store, &state.health)
+    let (mut postgres, mut redis) = (None, None);
+    for (name, result) in state.store.check_backends().await {
+        let check = match result {
+            Ok(()) => Check {
+                ok: true,
+                message: None,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, check = name, "readiness: dependency check failed");
+                Check {
+                    ok: false,
+                    message: Some(format!("{name} is not available")),
+                }
+            }
+        };
+        match name {
+            "postgres" => postgres = Some(check),
+            _ => redis = Some(check),
+        }
+    }
+    readiness(store, postgres, redis, &state.health)
 }
 
 /// `/readyz` while the store is still loading.
@@ -106,10 +132,15 @@ pub async fn readyz_starting(State(health): State<Arc<Health>>) -> Response {
         ok: false,
         message: Some("the store is loading".into()),
     };
-    readiness(store, &health)
+    readiness(store, None, None, &health)
 }
 
-fn readiness(store: Check, health: &Health) -> Response {
+fn readiness(
+    store: Check,
+    postgres: Option<Check>,
+    redis: Option<Check>,
+    health: &Health,
+) -> Response {
     let shutting_down = if health.is_shutting_down() {
         Check {
             ok: false,
@@ -121,20 +152,31 @@ fn readiness(store: Check, health: &Health) -> Response {
             message: None,
         }
     };
-    let ready = store.ok && shutting_down.ok;
+    let ready = store.ok
+        && shutting_down.ok
+        && postgres.as_ref().is_none_or(|c| c.ok)
+        && redis.as_ref().is_none_or(|c| c.ok);
     let body = Readiness {
         status: if ready { "ready" } else { "not_ready" },
         error: (!ready).then_some("not_ready"),
         message: (!ready).then(|| {
-            [&store, &shutting_down]
-                .iter()
-                .filter_map(|c| c.message.as_deref())
-                .collect::<Vec<_>>()
-                .join("; ")
+            [
+                Some(&store),
+                Some(&shutting_down),
+                postgres.as_ref(),
+                redis.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.message.as_deref())
+            .collect::<Vec<_>>()
+            .join("; ")
         }),
         checks: Checks {
             store,
             shutting_down,
+            postgres,
+            redis,
         },
     };
     let status = if ready {

@@ -134,7 +134,11 @@ pub async fn stats(
     code: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<Response> {
     let Path(code) = code.map_err(|_| ApiError::NotFound)?;
-    let link = state.store.info(&code).ok_or(ApiError::NotFound)?;
+    let link = state
+        .store
+        .link_info(&code)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     Ok(json_response(StatusCode::OK, &stats_body(&link)?))
 }
 
@@ -164,7 +168,11 @@ pub async fn delete(
     code: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode> {
     let Path(code) = code.map_err(|_| ApiError::NotFound)?;
-    let link = state.store.info(&code).ok_or(ApiError::NotFound)?;
+    let link = state
+        .store
+        .link_info(&code)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     if !caller.admin && link.owner != caller.name {
         return Err(ApiError::Forbidden);
     }

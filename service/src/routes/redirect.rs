@@ -51,7 +51,29 @@ pub async fn redirect(State(state): State<AppState>, req: Request) -> Response {
             }
         },
         Lookup::Expired => ApiError::Gone.into_response(),
+        Lookup::Missing if state.store.is_remote() => resolve_remote(&state, code).await,
         Lookup::Missing => ApiError::NotFound.into_response(),
+    }
+}
+
+/// The miss path of the scale-out store: Redis, then Postgres (not the hot path).
+async fn resolve_remote(state: &AppState, code: &str) -> Response {
+    match state.store.resolve_remote(code).await {
+        Ok(Lookup::Found(location)) => match HeaderValue::from_maybe_shared(location) {
+            Ok(location) => {
+                let mut response = Response::new(Body::empty());
+                *response.status_mut() = StatusCode::FOUND;
+                response.headers_mut().insert(LOCATION, location);
+                response
+            }
+            Err(_) => {
+                ApiError::Internal(format!("stored location of {code:?} is not a header value"))
+                    .into_response()
+            }
+        },
+        Ok(Lookup::Expired) => ApiError::Gone.into_response(),
+        Ok(Lookup::Missing) => ApiError::NotFound.into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 

@@ -11,6 +11,9 @@
 
 mod durable;
 mod index;
+mod postgres;
+
+pub use self::postgres::RemoteConfig;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -158,6 +161,8 @@ struct Inner {
     writer: Mutex<Option<WriterHandle>>,
     closing: tokio::sync::Mutex<()>,
     closed: AtomicBool,
+    /// The scale-out backend (Postgres, optional Redis); `None` for the embedded store.
+    remote: Option<Arc<postgres::Remote>>,
 }
 
 /// Handle to the store; clones share it.
@@ -199,7 +204,78 @@ impl Store {
             writer: Mutex::new(Some(WriterHandle { thread, exited })),
             closing: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
+            remote: None,
         })))
+    }
+
+    /// The scale-out store: links in Postgres (`remote.database_url`), Redis as a shared cache
+    /// and invalidation channel when `remote.redis_url` is set. The index starts empty and is
+    /// filled on misses ([`Store::resolve_remote`]). Connects lazily: an unreachable database
+    /// makes [`Store::check_backends`] fail, not the start. Needs a tokio runtime.
+    pub async fn open_remote(
+        cfg: StoreConfig,
+        remote: RemoteConfig,
+        clock: Clock,
+    ) -> Result<Self, StoreError> {
+        let remote = Arc::new(postgres::Remote::new(&remote)?);
+        remote.init().await;
+        let shared = Arc::new(Shared {
+            index: Index::with_capacity(0),
+            owners: Owners::default(),
+            dirty: Mutex::new(Vec::with_capacity(DIRTY_CAPACITY)),
+            clock,
+            counters: Counters::default(),
+            flushed: watch::Sender::new(0),
+        });
+        tokio::spawn(remote.clone().subscribe(shared.clone()));
+        Ok(Self(Arc::new(Inner {
+            shared,
+            cfg,
+            tx: RwLock::new(None),
+            db: RwLock::new(None),
+            writer: Mutex::new(None),
+            closing: tokio::sync::Mutex::new(()),
+            closed: AtomicBool::new(false),
+            remote: Some(remote),
+        })))
+    }
+
+    /// Whether this store is backed by Postgres (misses may be answered by [`Store::resolve_remote`]).
+    pub fn is_remote(&self) -> bool {
+        self.0.remote.is_some()
+    }
+
+    /// The miss path of the scale-out store, after [`Store::resolve`] answered `Missing`:
+    /// looks the code up in Redis, then Postgres, fills the index and resolves it (counting a
+    /// click). `Missing` for the embedded store.
+    pub async fn resolve_remote(&self, code: &str) -> Result<Lookup, StoreError> {
+        match &self.0.remote {
+            Some(remote) => postgres::resolve(remote, self, code).await,
+            None => Ok(Lookup::Missing),
+        }
+    }
+
+    /// The link with its click count, from the backend: [`Store::info`] for the embedded
+    /// store; Postgres (its total plus this instance's unflushed clicks) for the scale-out one.
+    pub async fn link_info(&self, code: &str) -> Result<Option<LinkInfo>, StoreError> {
+        match &self.0.remote {
+            Some(remote) => remote.info(&self.0.shared, code).await,
+            None => Ok(self.info(code)),
+        }
+    }
+
+    /// Readiness of the scale-out dependencies: `("postgres", ..)` and, with Redis,
+    /// `("redis", ..)`, each bounded by a short timeout. Empty for the embedded store.
+    pub async fn check_backends(&self) -> Vec<(&'static str, Result<(), String>)> {
+        let Some(remote) = &self.0.remote else {
+            return Vec::new();
+        };
+        let (pg, redis) = tokio::join!(remote.check_postgres(), remote.check_redis());
+        let mut checks = vec![("postgres", pg)];
+        if let Some(redis) = redis {
+            checks.push(("redis", redis));
+        }
+        checks
     }
 
     /// The redirect path: the `Location` value of `code`, counting a click.
@@ -264,6 +340,23 @@ impl Store {
     /// collides with a stored one; a custom code held by a live link is `CodeTaken` (the code
     /// of an expired, not yet purged link is reused).
     pub async fn create(&self, new: NewLink) -> Result<LinkInfo, StoreError> {
+        if let Some(remote) = &self.0.remote {
+            if self.0.closed.load(Ordering::Acquire) {
+                return Err(StoreError::Closed);
+            }
+            let created = remote.create(&self.0.shared, new).await?;
+            self.0
+                .shared
+                .counters
+                .creates
+                .fetch_add(1, Ordering::Relaxed);
+            self.0
+                .shared
+                .counters
+                .commits
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(created);
+        }
         self.call(|reply| Op::Create { link: new, reply }).await
     }
 
@@ -275,6 +368,20 @@ impl Store {
         if ShortCode::parse(code).is_err() {
             return Err(StoreError::NotFound);
         }
+        if let Some(remote) = &self.0.remote {
+            remote.delete(&self.0.shared, code).await?;
+            self.0
+                .shared
+                .counters
+                .deletes
+                .fetch_add(1, Ordering::Relaxed);
+            self.0
+                .shared
+                .counters
+                .commits
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         let code = CompactString::new(code);
         self.call(|reply| Op::Delete { code, reply }).await
     }
@@ -282,18 +389,46 @@ impl Store {
     /// Writes the click totals of every link clicked since the last flush, in one durable
     /// transaction. Returns how many links were written.
     pub async fn flush_clicks(&self) -> Result<u64, StoreError> {
+        if let Some(remote) = &self.0.remote {
+            let shared = &*self.0.shared;
+            let result = remote.flush_clicks(shared).await;
+            let c = &shared.counters;
+            match &result {
+                Ok((0, _)) => {}
+                Ok((_, clicks)) => {
+                    c.commits.fetch_add(1, Ordering::Relaxed);
+                    c.click_flushes.fetch_add(1, Ordering::Relaxed);
+                    c.clicks_flushed.fetch_add(*clicks, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    c.flush_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            shared.flushed.send_modify(|n| *n += 1);
+            return result.map(|(links, _)| links);
+        }
         self.call(|reply| Op::FlushClicks { reply }).await
     }
 
     /// Deletes expired links from disk, then from memory. Returns how many were removed.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
+        if let Some(remote) = &self.0.remote {
+            let purged = remote.purge_expired(&self.0.shared).await?;
+            let c = &self.0.shared.counters;
+            c.purged.fetch_add(purged, Ordering::Relaxed);
+            return Ok(purged);
+        }
         self.call(|reply| Op::Purge { reply }).await
     }
 
     /// Readiness: the store is open, its writer thread runs and the database answers a read.
+    /// For the scale-out store only whether it is open: see [`Store::check_backends`].
     pub fn check(&self) -> Result<(), StoreError> {
         if self.0.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
+        }
+        if self.0.remote.is_some() {
+            return Ok(());
         }
         let writer_alive = self
             .0
@@ -363,6 +498,11 @@ impl Store {
         let _closing = self.0.closing.lock().await;
         if self.0.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
+        }
+        if let Some(remote) = &self.0.remote {
+            let flushed = remote.flush_clicks(&self.0.shared).await.map(|_| ());
+            remote.stop.cancel();
+            return flushed;
         }
         let tx = self
             .0
