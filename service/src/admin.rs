@@ -7,7 +7,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -32,13 +32,14 @@ pub struct AdminState {
 }
 
 /// `GET /metrics`, `GET /debug/pprof/profile`, `GET /debug/pprof/last` (the latest capture
-/// again, in any format), `GET /debug/allocs`, `GET|PUT /debug/log-level`.
+/// again, in any format), `GET /debug/allocs` (`PUT /debug/allocs?counting=on|off` switches
+/// counting for overhead measurements), `GET|PUT /debug/log-level`.
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/debug/pprof/profile", get(cpu_profile))
         .route("/debug/pprof/last", get(last_profile))
-        .route("/debug/allocs", get(allocs))
+        .route("/debug/allocs", get(allocs).put(set_counting))
         .route("/debug/log-level", get(log_level).put(set_log_level))
         .with_state(state)
 }
@@ -112,6 +113,7 @@ struct ProfileQuery {
     seconds: Option<String>,
     frequency: Option<String>,
     format: Option<String>,
+    include_libc: Option<String>,
 }
 
 async fn cpu_profile(
@@ -122,12 +124,15 @@ async fn cpu_profile(
         q.seconds.as_deref(),
         q.frequency.as_deref(),
         q.format.as_deref(),
+        q.include_libc.as_deref(),
     )?;
-    let profile = profiling::capture(req.duration, req.frequency).await?;
+    let profile = profiling::capture(&req).await?;
     tracing::info!(
         seconds = req.duration.as_secs(),
         frequency = req.frequency,
         samples = profile.samples(),
+        sampled_cpu_s = profile.sampled_time().as_secs_f64(),
+        process_cpu_s = profile.cpu_time().as_secs_f64(),
         "CPU profile captured"
     );
     render(profile, req.format).await
@@ -151,12 +156,17 @@ async fn last_profile(
 }
 
 async fn render(profile: Arc<profiling::Profile>, format: Format) -> Result<Response, AdminError> {
+    let samples = profile.samples();
+    let (sampled, cpu) = (profile.sampled_time(), profile.cpu_time());
     let body = tokio::task::spawn_blocking(move || profile.render(format))
         .await
         .map_err(|e| ProfileError::Failed(e.to_string()))??;
     let disposition = match format {
         Format::Svg => "inline".to_string(),
         f => format!("attachment; filename=\"{}\"", f.file_name()),
+    };
+    let seconds = |d: std::time::Duration| {
+        HeaderValue::from_str(&format!("{:.3}", d.as_secs_f64())).expect("a number")
     };
     Ok((
         [
@@ -168,6 +178,18 @@ async fn render(profile: Arc<profiling::Profile>, format: Format) -> Result<Resp
                 header::CONTENT_DISPOSITION,
                 HeaderValue::from_str(&disposition).expect("ASCII header value"),
             ),
+            (
+                HeaderName::from_static("x-profile-samples"),
+                HeaderValue::from(samples),
+            ),
+            (
+                HeaderName::from_static("x-profile-sampled-cpu-seconds"),
+                seconds(sampled),
+            ),
+            (
+                HeaderName::from_static("x-profile-process-cpu-seconds"),
+                seconds(cpu),
+            ),
         ],
         body,
     )
@@ -177,6 +199,7 @@ async fn render(profile: Arc<profiling::Profile>, format: Format) -> Result<Resp
 #[derive(Debug, serde::Serialize)]
 struct AllocsBody {
     allocator: &'static str,
+    /// Allocations are being counted now (false in a dhat build or when switched off).
     counting: bool,
     total: TotalAllocs,
     in_flight: i64,
@@ -193,7 +216,7 @@ async fn allocs(State(state): State<AdminState>) -> Json<AllocsBody> {
     let total = alloc::total();
     Json(AllocsBody {
         allocator: alloc::INNER_NAME,
-        counting: alloc::COUNTING,
+        counting: alloc::counting_enabled(),
         total: TotalAllocs {
             allocations: total.allocs,
             bytes: total.bytes,
@@ -201,6 +224,36 @@ async fn allocs(State(state): State<AdminState>) -> Json<AllocsBody> {
         in_flight: state.metrics.in_flight(),
         routes: state.metrics.routes(),
     })
+}
+
+#[derive(Debug, Deserialize)]
+struct CountingQuery {
+    counting: Option<String>,
+}
+
+async fn set_counting(
+    state: State<AdminState>,
+    query: Result<Query<CountingQuery>, QueryRejection>,
+) -> Result<Json<AllocsBody>, AdminError> {
+    let Query(q) = query.map_err(|e| AdminError::InvalidParameter(e.body_text()))?;
+    let on = match q.counting.as_deref() {
+        Some("on" | "true" | "1") => true,
+        Some("off" | "false" | "0") => false,
+        other => {
+            return Err(AdminError::InvalidParameter(format!(
+                "counting must be on or off, got {other:?}"
+            )));
+        }
+    };
+    if on && !alloc::COUNTING {
+        return Err(AdminError::InvalidParameter(format!(
+            "this build's allocator ({}) does not count",
+            alloc::INNER_NAME
+        )));
+    }
+    alloc::set_counting(on);
+    tracing::info!(counting = on, "allocation counting switched");
+    Ok(allocs(state).await)
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,8 +6,8 @@
 //! (`--no-default-features`). Under the `dhat-heap` feature the global allocator is dhat's
 //! instead: the counters then stay at zero and [`start_heap_profiler`] records a heap profile.
 //!
-//! Counting costs one thread-local read and two uncontended relaxed load/store pairs per
-//! allocation: each thread claims its own cache-padded slot in a static table on its first
+//! Counting costs a load of a process-wide switch ([`set_counting`]), one thread-local read and
+//! two uncontended relaxed load/store pairs per allocation: each thread claims its own cache-padded slot in a static table on its first
 //! allocation and is the only writer of it. Threads that arrive after the table is full share an
 //! overflow slot (updated with `fetch_add`) and keep their exact per-thread count in thread-local
 //! cells. Allocations, zeroed allocations and reallocations count as one allocation each, for
@@ -22,7 +22,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::ops::{Add, AddAssign, Sub};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::task::{Context, Poll};
 
 #[cfg(all(feature = "dhat-heap", feature = "mimalloc"))]
@@ -183,8 +183,25 @@ fn claim_slot() -> usize {
     slot
 }
 
+/// Run-time switch for counting (on at start), for A/B overhead measurements in one process.
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns counting on or off for the whole process. While off, counters (and so [`track`]) stand
+/// still; the allocator itself is unchanged.
+pub fn set_counting(on: bool) {
+    ENABLED.store(on, Relaxed);
+}
+
+/// Whether allocations are being counted now.
+pub fn counting_enabled() -> bool {
+    COUNTING && ENABLED.load(Relaxed)
+}
+
 #[inline]
 fn record(size: usize) {
+    if !ENABLED.load(Relaxed) {
+        return;
+    }
     let slot = my_slot();
     let s = &TABLE[slot];
     if slot != OVERFLOW {

@@ -186,17 +186,21 @@ impl RouteTable {
         if let Some(r) = self.find(pattern) {
             return r;
         }
-        let _guard = self.insert.lock().unwrap_or_else(|e| e.into_inner());
+        let other = || self.find(OTHER).expect("`other` is inserted first");
+        if self.len.load(Ordering::Acquire) == ROUTE_CAPACITY {
+            return other();
+        }
+        let guard = self.insert.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = self.find(pattern) {
             return r;
         }
         let len = self.len.load(Ordering::Acquire);
         if len == ROUTE_CAPACITY {
-            drop(_guard);
-            return self.find(OTHER).expect("`other` is inserted first");
+            return other();
         }
         let r = self.slots[len].get_or_init(|| RouteMetrics::new(pattern, f));
         self.len.store(len + 1, Ordering::Release);
+        drop(guard);
         r
     }
 

@@ -15,8 +15,15 @@ use std::time::Duration;
 
 use pprof::protos::Message as _;
 
-/// Shared objects whose frames are never unwound from the signal handler.
-pub const BLOCKLIST: &[&str] = &["libc", "libgcc", "pthread", "vdso"];
+/// Shared objects in which a sample is dropped instead of unwound (the default): the unwinder
+/// can deadlock when the signal lands while the interrupted thread holds a lock it needs
+/// (libgcc's unwinder, libc's locks, the dynamic loader). The cost: CPU time spent in libc,
+/// which includes every system call, does not appear in the profile.
+pub const BLOCKLIST: &[&str] = &["libc", "libgcc", "pthread", "vdso", "ld-linux"];
+/// The blocklist with `include_libc=true`: samples in libc (system calls, memcpy, ...) are
+/// unwound too, at a small risk of a deadlock if the signal interrupts a thread that holds a
+/// libc lock the unwinder also takes (a thread that is itself unwinding, e.g. panicking).
+pub const BLOCKLIST_WITH_LIBC: &[&str] = &["libgcc", "pthread", "vdso", "ld-linux"];
 
 pub const DEFAULT_SECONDS: u64 = 10;
 pub const MIN_SECONDS: u64 = 1;
@@ -75,6 +82,8 @@ pub struct ProfileRequest {
     pub duration: Duration,
     pub frequency: u32,
     pub format: Format,
+    /// Unwind samples taken inside libc as well (see [`BLOCKLIST_WITH_LIBC`]).
+    pub include_libc: bool,
 }
 
 impl Default for ProfileRequest {
@@ -83,6 +92,7 @@ impl Default for ProfileRequest {
             duration: Duration::from_secs(DEFAULT_SECONDS),
             frequency: DEFAULT_FREQUENCY,
             format: Format::Pprof,
+            include_libc: false,
         }
     }
 }
@@ -93,6 +103,7 @@ impl ProfileRequest {
         seconds: Option<&str>,
         frequency: Option<&str>,
         format: Option<&str>,
+        include_libc: Option<&str>,
     ) -> Result<Self, ProfileError> {
         let mut req = Self::default();
         if let Some(s) = seconds {
@@ -105,6 +116,17 @@ impl ProfileRequest {
         }
         if let Some(f) = format {
             req.format = f.parse()?;
+        }
+        if let Some(v) = include_libc {
+            req.include_libc = match v {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => {
+                    return Err(ProfileError::InvalidParameter(format!(
+                        "include_libc must be true or false, got {other:?}"
+                    )));
+                }
+            };
         }
         Ok(req)
     }
@@ -157,6 +179,7 @@ pub fn is_capturing() -> bool {
 /// A finished capture.
 pub struct Profile {
     report: pprof::Report,
+    cpu_time: Duration,
 }
 
 // SAFETY: a `Report` is never mutated after it is built, and nothing in it has interior
@@ -178,8 +201,14 @@ pub fn last() -> Option<Arc<Profile>> {
 /// and walks the loaded objects, and symbolising the samples loads debug information, all of
 /// it blocking work that must not stall a runtime worker. Dropping the returned future stops
 /// the capture early. The result is also kept as [`last`].
-pub async fn capture(duration: Duration, frequency: u32) -> Result<Arc<Profile>, ProfileError> {
-    let frequency = i32::try_from(frequency)
+pub async fn capture(req: &ProfileRequest) -> Result<Arc<Profile>, ProfileError> {
+    let duration = req.duration;
+    let blocklist = if req.include_libc {
+        BLOCKLIST_WITH_LIBC
+    } else {
+        BLOCKLIST
+    };
+    let frequency = i32::try_from(req.frequency)
         .map_err(|_| ProfileError::InvalidParameter("frequency too large".into()))?;
     let slot = CaptureSlot::acquire()?;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -189,7 +218,7 @@ pub async fn capture(duration: Duration, frequency: u32) -> Result<Arc<Profile>,
         .spawn(move || {
             // Released only after the profiler guard inside `sample` has been dropped.
             let _slot = slot;
-            let _ = done_tx.send(sample(duration, frequency, &cancel_rx));
+            let _ = done_tx.send(sample(duration, frequency, blocklist, &cancel_rx));
         })
         .map_err(|e| ProfileError::Failed(format!("cannot start the profiler thread: {e}")))?;
     let result = done_rx.await;
@@ -203,28 +232,51 @@ pub async fn capture(duration: Duration, frequency: u32) -> Result<Arc<Profile>,
 fn sample(
     duration: Duration,
     frequency: i32,
+    blocklist: &[&str],
     cancel: &std::sync::mpsc::Receiver<()>,
 ) -> Result<Profile, ProfileError> {
     let guard = pprof::ProfilerGuardBuilder::default()
         .frequency(frequency)
-        .blocklist(BLOCKLIST)
+        .blocklist(blocklist)
         .build()
         .map_err(|e| match e {
             pprof::Error::Running => ProfileError::Busy,
             e => ProfileError::Failed(e.to_string()),
         })?;
+    // Measured once the timer runs: building the guard resolves a backtrace (debug info).
+    let cpu_before = process_cpu_time();
     // The sender never sends: this returns on timeout, or early when the caller is gone.
     if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) | Ok(()) =
         cancel.recv_timeout(duration)
     {
         return Err(ProfileError::Failed("capture cancelled".into()));
     }
+    let cpu_time = process_cpu_time().saturating_sub(cpu_before);
     let report = guard
         .report()
         .build()
         .map_err(|e| ProfileError::Failed(e.to_string()))?;
     drop(guard);
-    Ok(Profile { report })
+    Ok(Profile { report, cpu_time })
+}
+
+/// User plus system CPU time of the whole process so far.
+fn process_cpu_time() -> Duration {
+    // SAFETY: `getrusage` only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return Duration::ZERO;
+        }
+        usage
+    };
+    let tv = |t: libc::timeval| {
+        Duration::new(
+            u64::try_from(t.tv_sec).unwrap_or(0),
+            u32::try_from(t.tv_usec).unwrap_or(0) * 1000,
+        )
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 impl Profile {
@@ -240,6 +292,19 @@ impl Profile {
     /// Sampling frequency in Hz.
     pub fn frequency(&self) -> i32 {
         self.report.timing.frequency
+    }
+
+    /// CPU time (user + system) the whole process used during the capture.
+    pub fn cpu_time(&self) -> Duration {
+        self.cpu_time
+    }
+
+    /// CPU time the samples stand for (samples / frequency). Less than [`Profile::cpu_time`]
+    /// by the time spent in blocklisted code (by default libc, including system calls), whose
+    /// samples are dropped.
+    pub fn sampled_time(&self) -> Duration {
+        let hz = u64::try_from(self.frequency()).unwrap_or(1).max(1);
+        Duration::from_secs_f64(self.samples() as f64 / hz as f64)
     }
 
     /// Wall time the capture covered.
@@ -310,6 +375,12 @@ impl Profile {
             self.frequency(),
             self.samples()
         );
+        opts.subtitle = Some(format!(
+            "samples stand for {:.2} s of the {:.2} s of CPU the process used (samples in \
+             blocklisted libraries are dropped)",
+            self.sampled_time().as_secs_f64(),
+            self.cpu_time().as_secs_f64()
+        ));
         opts.count_name = "samples".into();
         let mut out = Vec::with_capacity(64 * 1024);
         match inferno::flamegraph::from_lines(&mut opts, folded.lines(), &mut out) {
@@ -328,13 +399,14 @@ mod tests {
     #[test]
     fn parse_defaults_and_bounds() {
         assert_eq!(
-            ProfileRequest::parse(None, None, None).unwrap(),
+            ProfileRequest::parse(None, None, None, None).unwrap(),
             ProfileRequest::default()
         );
-        let r = ProfileRequest::parse(Some("2"), Some("250"), Some("svg")).unwrap();
+        let r = ProfileRequest::parse(Some("2"), Some("250"), Some("svg"), Some("true")).unwrap();
         assert_eq!(r.duration, Duration::from_secs(2));
         assert_eq!(r.frequency, 250);
         assert_eq!(r.format, Format::Svg);
+        assert!(r.include_libc);
         for (s, f, fmt) in [
             (Some("0"), None, None),
             (Some("301"), None, None),
@@ -344,8 +416,10 @@ mod tests {
             (None, Some("-5"), None),
             (None, None, Some("png")),
         ] {
-            let err = ProfileRequest::parse(s, f, fmt).unwrap_err();
+            let err = ProfileRequest::parse(s, f, fmt, None).unwrap_err();
             assert!(matches!(err, ProfileError::InvalidParameter(_)), "{err}");
         }
+        let err = ProfileRequest::parse(None, None, None, Some("maybe")).unwrap_err();
+        assert!(err.to_string().contains("include_libc"), "{err}");
     }
 }

@@ -135,6 +135,7 @@ async fn bad_parameters_are_400_with_a_message() {
         ("?frequency=0", "frequency"),
         ("?frequency=1001", "frequency"),
         ("?format=png", "format"),
+        ("?include_libc=yes", "include_libc"),
     ] {
         let res = get(&h, q).await;
         assert_eq!(res.status(), 400, "{q}");
@@ -199,4 +200,58 @@ async fn soak_back_to_back_captures_under_load() {
     assert!(sent > 20, "requests kept flowing: {sent}");
     assert!(started.elapsed() < Duration::from_secs(180));
     assert!(!linkr::profiling::is_capturing());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn include_libc_captures_and_reports_coverage() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let h = Harness::start().await;
+    let load = h.drive_load(400);
+    let res = get(
+        &h,
+        "?seconds=2&frequency=499&format=folded&include_libc=true",
+    )
+    .await;
+    load.finish().await;
+    assert_eq!(res.status(), 200);
+    let header = |name: &str| -> f64 { res.headers()[name].to_str().unwrap().parse().unwrap() };
+    let (samples, sampled, cpu) = (
+        header("x-profile-samples"),
+        header("x-profile-sampled-cpu-seconds"),
+        header("x-profile-process-cpu-seconds"),
+    );
+    assert!(samples > 0.0);
+    assert!(
+        (sampled - samples / 499.0).abs() < 0.002,
+        "{sampled} s for {samples} samples"
+    );
+    assert!(
+        cpu > 0.0 && sampled <= cpu * 1.5 + 0.05,
+        "sampled {sampled} s of {cpu} s"
+    );
+    let folded = res.text().await.unwrap();
+    assert!(folded.lines().any(|l| l.contains(BUSY_FN)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_ends_its_capture() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let h = Harness::start().await;
+    let res = h
+        .client
+        .get(h.admin_url("/debug/pprof/profile?seconds=300"))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(res.unwrap_err().is_timeout());
+    // The server notices the closed connection and stops sampling long before 300 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while linkr::profiling::is_capturing() {
+        assert!(
+            Instant::now() < deadline,
+            "capture still running after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(&h, "?seconds=1&format=folded").await.status(), 200);
 }
