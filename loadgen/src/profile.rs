@@ -55,7 +55,9 @@ impl AdminClient {
     }
 
     /// One CPU profile of `seconds` at `frequency` Hz in `format` (`pprof`, `folded` or `svg`). The
-    /// endpoint allows one capture at a time (409 otherwise).
+    /// endpoint allows one capture at a time (409 otherwise). Samples inside libc are kept
+    /// (`include_libc=true`): under load most of linkr's CPU time is in system calls, and the
+    /// default blocklist would drop nearly all of it.
     pub async fn capture(
         &self,
         seconds: u64,
@@ -63,7 +65,7 @@ impl AdminClient {
         format: &str,
     ) -> Result<bytes::Bytes, ProfileError> {
         let url = format!(
-            "{}/debug/pprof/profile?seconds={seconds}&frequency={frequency}&format={format}",
+            "{}/debug/pprof/profile?seconds={seconds}&frequency={frequency}&format={format}&include_libc=true",
             self.base
         );
         self.get(&url, Duration::from_secs(seconds + 30)).await

@@ -184,9 +184,14 @@ async fn soak_back_to_back_captures_under_load() {
     let started = Instant::now();
     for i in 0..20 {
         let format = ["pprof", "folded", "svg", "pprof"][i % 4];
+        // Every other capture also unwinds samples taken inside libc (the knee run's setting).
+        let libc = i % 2 == 1;
         let res = tokio::time::timeout(
             Duration::from_secs(60),
-            get(&h, &format!("?seconds=1&frequency=997&format={format}")),
+            get(
+                &h,
+                &format!("?seconds=1&frequency=997&format={format}&include_libc={libc}"),
+            ),
         )
         .await
         .unwrap_or_else(|_| panic!("capture {i} hung"));
