@@ -2,7 +2,7 @@
 # CPU profile of linkr under load, in one command.
 #
 #   scripts/flamegraph.sh [--seconds N] [--rate R] [--frequency HZ] [--scenario NAME] [--out DIR]
-#                         [--include-libc]
+#                         [--no-libc]
 #
 # Builds the release `linkr` and `loadgen` (cargo does nothing when they are fresh), starts
 # linkr on free loopback ports with a fresh temporary data dir, drives it with
@@ -18,10 +18,10 @@
 # GET /debug/pprof/last). Defaults: --seconds 10 --rate 2000 --frequency 199 --scenario mixed.
 # Coverage: pprof-rs samples with ITIMER_PROF, which the kernel fires at most once per scheduler
 # tick (250 Hz on this VM), and a tickless kernel misses short bursts of work between ticks, so a
-# lightly loaded server is undersampled; by default samples inside libc (system calls) are also
-# dropped, because unwinding there can deadlock. The summary prints the CPU seconds the samples
-# stand for next to the CPU seconds linkr used. --include-libc unwinds libc frames too
-# (include_libc=true: shows system calls, small deadlock risk; for test instances).
+# lightly loaded server is undersampled. The summary prints the CPU seconds the samples stand for
+# next to the CPU seconds linkr used. Samples inside libc (system calls) are unwound too
+# (include_libc=true; this script profiles its own throwaway instance); --no-libc drops them as
+# the endpoint does by default (a live service you care about).
 # Environment: LOADGEN (path of the loadgen binary to use instead of building one),
 # LINKR (path of the linkr binary to use instead of building one).
 # Exit 0 on success, 1 when a step fails, 2 on a usage error.
@@ -35,7 +35,7 @@ RATE=2000
 FREQUENCY=199
 SCENARIO=mixed
 OUT=""
-INCLUDE_LIBC=false
+INCLUDE_LIBC=true
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
@@ -49,7 +49,7 @@ while [[ $# -gt 0 ]]; do
         -f | --frequency) FREQUENCY=${2:?}; shift 2 ;;
         --scenario) SCENARIO=${2:?}; shift 2 ;;
         -o | --out) OUT=${2:?}; shift 2 ;;
-        --include-libc) INCLUDE_LIBC=true; shift ;;
+        --no-libc) INCLUDE_LIBC=false; shift ;;
         -h | --help) usage 0 ;;
         *) echo "flamegraph.sh: unknown argument $1" >&2; usage ;;
     esac
@@ -219,7 +219,7 @@ LINKR_PID=""
 samples=$(awk '{ n += $NF } END { printf "%d\n", n }' "$OUT/cpu.folded")
 header() { awk -v h="$1" 'tolower($1) == h ":" { gsub(/\r/, ""); print $2 }' "$WORK/headers"; }
 step "done: $samples samples, standing for $(header x-profile-sampled-cpu-seconds) s of the $(header x-profile-process-cpu-seconds) s of CPU linkr used"
-[[ $INCLUDE_LIBC == true ]] || echo "    (samples in libc, i.e. system calls, are dropped: --include-libc shows them)"
+[[ $INCLUDE_LIBC == true ]] || echo "    (samples in libc, i.e. system calls, were dropped: --no-libc was given)"
 ls -l "$OUT"/cpu.pb.gz "$OUT"/flamegraph.svg "$OUT"/cpu.folded "$OUT"/allocs.json | awk '{ printf "    %8d  %s\n", $5, $NF }'
 if [[ $samples -gt 0 ]]; then
     echo "top functions by self time (leaf frames):"
