@@ -9,3 +9,6 @@ trap 'scripts/services.sh stop' EXIT
 # shellcheck disable=SC1091
 . "${LINKR_SERVICES_DIR:-/tmp/linkr-services}/env"
 cargo test --workspace --locked "$@"
+# The OpenTelemetry build is a feature: its test needs linkr built with it (run last, since it
+# rebuilds target/debug/linkr with the feature).
+cargo test -p linkr --locked --features otel --test otel "$@"

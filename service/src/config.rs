@@ -95,6 +95,9 @@ pub struct Config {
     pub purge_interval: Duration,
     pub database_url: Option<Secret<String>>,
     pub redis_url: Option<Secret<String>>,
+    /// Share of new traces sampled (0..=1); an incoming `traceparent`'s decision wins.
+    #[cfg(feature = "otel")]
+    pub trace_sample_ratio: f64,
 }
 
 impl Default for Config {
@@ -118,6 +121,8 @@ impl Default for Config {
             purge_interval: Duration::from_secs(60),
             database_url: None,
             redis_url: None,
+            #[cfg(feature = "otel")]
+            trace_sample_ratio: 1.0,
         }
     }
 }
@@ -278,6 +283,10 @@ pub struct RawConfig {
     pub redis_url: Option<String>,
     #[arg(long, env = "LINKR_REDIS_URL_FILE")]
     pub redis_url_file: Option<PathBuf>,
+    /// Share of new traces sampled, 0 to 1 (an incoming traceparent's decision wins).
+    #[cfg(feature = "otel")]
+    #[arg(long, env = "LINKR_TRACE_SAMPLE_RATIO", default_value = "1.0")]
+    pub trace_sample_ratio: String,
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -431,6 +440,12 @@ impl RawConfig {
             );
         }
 
+        #[cfg(feature = "otel")]
+        let trace_sample_ratio = p.check(
+            "LINKR_TRACE_SAMPLE_RATIO",
+            parse_ratio(&self.trace_sample_ratio),
+        );
+
         if !p.0.is_empty() {
             return Err(p.0);
         }
@@ -482,6 +497,8 @@ impl RawConfig {
             purge_interval,
             database_url,
             redis_url,
+            #[cfg(feature = "otel")]
+            trace_sample_ratio: trace_sample_ratio.unwrap_or(1.0),
         })
     }
 }
@@ -520,6 +537,14 @@ fn parse_u32(s: &str) -> Result<u32, String> {
     s.trim()
         .parse()
         .map_err(|_| format!("expected a whole number from 0 to {}, got {s:?}", u32::MAX))
+}
+
+#[cfg(feature = "otel")]
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("expected a number from 0 to 1, got {s:?}")),
+    }
 }
 
 fn parse_switch(s: &str) -> Result<bool, String> {
@@ -826,6 +851,21 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(problems.join("\n").contains("needs LINKR_DATABASE_URL"));
+    }
+
+    #[cfg(feature = "otel")]
+    #[test]
+    fn trace_sample_ratio_is_validated() {
+        assert_eq!(raw(&[]).validate().unwrap().trace_sample_ratio, 1.0);
+        let c = raw(&["--trace-sample-ratio", "0.25"]).validate().unwrap();
+        assert_eq!(c.trace_sample_ratio, 0.25);
+        for bad in ["1.5", "-0.1", "half", "NaN"] {
+            let flag = format!("--trace-sample-ratio={bad}");
+            let problems = raw(&[&flag, "--addr", "nope"]).validate().unwrap_err();
+            let text = problems.join("\n");
+            assert!(text.contains("LINKR_TRACE_SAMPLE_RATIO"), "{bad}: {text}");
+            assert!(text.contains("LINKR_ADDR"), "{text}");
+        }
     }
 
     #[test]

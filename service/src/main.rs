@@ -33,6 +33,9 @@ fn main() -> ExitCode {
         app::run(config, listeners, stop).await
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    // Export the spans still buffered (outside the runtime: the exporter's client blocks).
+    #[cfg(feature = "otel")]
+    linkr::telemetry::otel::shutdown();
     match result {
         Ok(()) => {
             drop(heap_profiler);

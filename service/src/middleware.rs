@@ -66,6 +66,42 @@ struct AccessLog {
     route: Option<MatchedPath>,
     start: Instant,
     span: tracing::Span,
+    /// With `otel` every request gets a span; this says whether its access line is written.
+    #[cfg(feature = "otel")]
+    write: bool,
+    #[cfg(feature = "otel")]
+    trace_id: Option<opentelemetry::trace::TraceId>,
+}
+
+/// The request span of the `otel` build: named `METHOD route` for OpenTelemetry, a child of
+/// the incoming W3C `traceparent`, carrying `trace_id` (so every log line inside has it).
+#[cfg(feature = "otel")]
+fn traced(req: &Request, id: &HeaderValue, write: bool) -> AccessLog {
+    use tracing::field::Empty;
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route_str = route
+        .as_ref()
+        .map_or(crate::metrics::UNMATCHED, MatchedPath::as_str);
+    let span = tracing::info_span!(
+        "request",
+        request_id = request_id_str(id),
+        trace_id = Empty,
+        otel.name = format_args!("{} {route_str}", req.method()),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = req.method().as_str(),
+        http.route = route_str,
+        http.response.status_code = Empty,
+    );
+    let trace_id = crate::telemetry::otel::attach(&span, req.headers());
+    AccessLog {
+        method: req.method().clone(),
+        route,
+        start: Instant::now(),
+        span,
+        write,
+        trace_id,
+    }
 }
 
 impl<S> Service<Request> for RequestContext<S>
@@ -88,12 +124,15 @@ where
             Some(v) if is_valid_request_id(v.as_bytes()) => v.clone(),
             _ => mint_request_id(),
         };
+        #[cfg(not(feature = "otel"))]
         let log = self.access_log.then(|| AccessLog {
             method: req.method().clone(),
             route: req.extensions().get::<MatchedPath>().cloned(),
             start: Instant::now(),
             span: tracing::info_span!("request", request_id = request_id_str(&id)),
         });
+        #[cfg(feature = "otel")]
+        let log = Some(traced(&req, &id, self.access_log));
         let inner = {
             let _entered = log.as_ref().map(|l| l.span.enter());
             match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
@@ -155,11 +194,35 @@ where
             ),
         };
         let id = this.id.take().unwrap_or_else(mint_request_id);
-        if let Some(log) = this.log.take() {
+        #[cfg(feature = "otel")]
+        let log = this.log.take().and_then(|log| {
+            let status = response.status();
+            log.span
+                .record("http.response.status_code", status.as_u16());
+            if status.is_server_error() {
+                log.span.record("otel.status_code", "error");
+            }
+            log.write.then_some(log)
+        });
+        #[cfg(not(feature = "otel"))]
+        let log = this.log.take();
+        if let Some(log) = log {
             let latency_us = u64::try_from(log.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+            #[cfg(not(feature = "otel"))]
             tracing::info!(
                 target: ACCESS_TARGET,
                 request_id = request_id_str(&id),
+                method = log.method.as_str(),
+                route = log.route.as_ref().map_or(crate::metrics::UNMATCHED, MatchedPath::as_str),
+                status = response.status().as_u16(),
+                latency_us,
+                "request"
+            );
+            #[cfg(feature = "otel")]
+            tracing::info!(
+                target: ACCESS_TARGET,
+                request_id = request_id_str(&id),
+                trace_id = log.trace_id.map(tracing::field::display),
                 method = log.method.as_str(),
                 route = log.route.as_ref().map_or(crate::metrics::UNMATCHED, MatchedPath::as_str),
                 status = response.status().as_u16(),

@@ -19,6 +19,9 @@ pub enum TelemetryError {
     Filter(String, String),
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled,
+    #[cfg(feature = "otel")]
+    #[error("cannot set up the OTLP trace exporter: {0}")]
+    Otel(String),
 }
 
 /// Changes the live log filter. Cheap to clone.
@@ -81,6 +84,8 @@ pub fn init(config: &Config) -> Result<LogLevel, TelemetryError> {
         .map_err(|e| TelemetryError::Filter(config.log_filter.clone(), e.to_string()))?;
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
+    #[cfg(feature = "otel")]
+    let registry = registry.with(otel::layer(config.trace_sample_ratio)?);
     let installed = match config.log_format {
         LogFormat::Json => registry
             .with(
@@ -112,6 +117,103 @@ pub fn log_level(default_directives: &str) -> LogLevel {
         .get()
         .cloned()
         .unwrap_or_else(|| LogLevel::detached(default_directives))
+}
+
+/// OpenTelemetry (cargo feature `otel`): a `tracing-opentelemetry` layer over an SDK tracer
+/// provider, exporting over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+#[cfg(feature = "otel")]
+pub mod otel {
+    use std::sync::OnceLock;
+
+    use axum::http::HeaderMap;
+    use opentelemetry::propagation::{Extractor, TextMapPropagator};
+    use opentelemetry::trace::{TraceContextExt, TraceId, TracerProvider as _};
+    use opentelemetry_sdk::Resource;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+    use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt};
+    use tracing_subscriber::registry::LookupSpan;
+
+    use super::TelemetryError;
+
+    static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+    /// `OTEL_SERVICE_NAME`, or `linkr`.
+    fn service_name() -> String {
+        std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| "linkr".into())
+    }
+
+    /// The layer for the global subscriber. Sampling: `ParentBased(TraceIdRatioBased(ratio))`.
+    /// Without `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) spans are made (so logs carry trace ids) but
+    /// not exported. Call outside a tokio runtime (the exporter's blocking HTTP client).
+    pub fn layer<S>(ratio: f64) -> Result<OpenTelemetryLayer<S, SdkTracer>, TelemetryError>
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let mut builder = SdkTracerProvider::builder()
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                ratio,
+            ))))
+            .with_resource(
+                Resource::builder()
+                    .with_service_name(service_name())
+                    .build(),
+            );
+        let configured = |var: &str| std::env::var(var).is_ok_and(|e| !e.trim().is_empty());
+        if configured("OTEL_EXPORTER_OTLP_ENDPOINT")
+            || configured("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .build()
+                .map_err(|e| TelemetryError::Otel(e.to_string()))?;
+            builder = builder.with_batch_exporter(exporter);
+        }
+        let provider = builder.build();
+        let tracer = provider.tracer("linkr");
+        let _ = PROVIDER.set(provider);
+        Ok(tracing_opentelemetry::layer().with_tracer(tracer))
+    }
+
+    /// Exports what is still buffered and stops the exporter (graceful shutdown; idempotent).
+    pub fn shutdown() {
+        if let Some(provider) = PROVIDER.get()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("linkr: flushing traces failed: {e}");
+        }
+    }
+
+    struct Headers<'a>(&'a HeaderMap);
+
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(|k| k.as_str()).collect()
+        }
+    }
+
+    /// Makes the W3C `traceparent` of `headers` (if any, and valid) the parent of `span`, and
+    /// records the span's trace id in its `trace_id` field, which it returns.
+    pub fn attach(span: &tracing::Span, headers: &HeaderMap) -> Option<TraceId> {
+        let parent = TraceContextPropagator::new().extract(&Headers(headers));
+        let remote = parent.span().span_context().trace_id();
+        let _ = span.set_parent(parent);
+        // With our layer installed the span's own context (a fresh trace when there was no
+        // parent); without it (embedded, tests) the incoming trace id.
+        let own = span.context().span().span_context().trace_id();
+        let trace_id = [own, remote]
+            .into_iter()
+            .find(|id| *id != TraceId::INVALID)?;
+        span.record("trace_id", tracing::field::display(trace_id));
+        Some(trace_id)
+    }
 }
 
 #[cfg(test)]

@@ -339,6 +339,10 @@ impl Store {
     /// Creates a link; returns once it is committed to disk (fsync'd). A generated code never
     /// collides with a stored one; a custom code held by a live link is `CodeTaken` (the code
     /// of an expired, not yet purged link is reused).
+    #[cfg_attr(
+        feature = "otel",
+        tracing::instrument(name = "store.create", level = "info", skip_all)
+    )]
     pub async fn create(&self, new: NewLink) -> Result<LinkInfo, StoreError> {
         if let Some(remote) = &self.0.remote {
             if self.0.closed.load(Ordering::Acquire) {
@@ -361,6 +365,10 @@ impl Store {
     }
 
     /// Deletes a link durably; `NotFound` if there is none with this code.
+    #[cfg_attr(
+        feature = "otel",
+        tracing::instrument(name = "store.delete", level = "info", skip_all)
+    )]
     pub async fn delete(&self, code: &str) -> Result<(), StoreError> {
         if self.0.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
@@ -388,6 +396,12 @@ impl Store {
 
     /// Writes the click totals of every link clicked since the last flush, in one durable
     /// transaction. Returns how many links were written.
+    // Debug level: the maintenance task flushes every second, which at info would export a
+    // one-span trace per second.
+    #[cfg_attr(
+        feature = "otel",
+        tracing::instrument(name = "store.flush_clicks", level = "debug", skip_all)
+    )]
     pub async fn flush_clicks(&self) -> Result<u64, StoreError> {
         if let Some(remote) = &self.0.remote {
             let shared = &*self.0.shared;
