@@ -82,7 +82,8 @@ pub struct RunArgs {
     /// How long requests are sent, e.g. 10s, 500ms, 2m.
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub duration: Duration,
-    /// Traffic mix: redirect, create, stats, mixed (linkr), or get (a plain GET of the target URL).
+    /// Traffic mix: redirect, create, stats, mixed (linkr), or get (a plain GET of the target URL;
+    /// of /healthz with --spawn).
     #[arg(long, value_enum, default_value_t = Scenario::Mixed)]
     pub scenario: Scenario,
     /// Arrival process.
@@ -221,6 +222,10 @@ pub async fn run_cmd(args: RunArgs) -> Result<ExitCode, LoadgenError> {
 
 async fn run_with(args: &RunArgs, spawned: Option<&Spawned>) -> Result<ExitCode, LoadgenError> {
     let (target, api_key) = match spawned {
+        // linkr answers `GET /` with 404: a `get` run against it requests its liveness probe.
+        Some(s) if args.scenario == Scenario::Get => {
+            (format!("{}/healthz", s.base_url), Some(s.api_key.clone()))
+        }
         Some(s) => (s.base_url.clone(), Some(s.api_key.clone())),
         None => (
             args.target.clone().unwrap_or_default(),
@@ -352,7 +357,7 @@ pub fn summary(r: &StepResult) -> String {
          \x20 errors     {} ({:.3}%){transport}   status {}\n\
          \x20 latency    {}   (corrected: from the intended send time)\n\
          \x20 uncorrected {}\n\
-         \x20 send lag   p50 {}  p99 {}  max {} ms\n\
+         \x20 send lag   p50 {}  p99 {}  max {} ms   (runtime lag p90 {} ms)\n\
          \x20 generator  cpu {:.0}%  max in flight {}/{}{}  saturated: {}\n",
         r.scenario,
         r.rate_target,
@@ -372,11 +377,12 @@ pub fn summary(r: &StepResult) -> String {
         ms(r.send_lag_us.p50),
         ms(r.send_lag_us.p99),
         ms(r.send_lag_us.max),
+        ms(r.runtime_lag_us.p90),
         r.generator_cpu * 100.0,
         r.max_in_flight,
         r.users,
         if r.pool_exhausted {
-            " (pool exhausted: the server held every user)"
+            " (pool exhausted)"
         } else {
             ""
         },

@@ -52,6 +52,7 @@ pub struct StepConfig {
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct SendLag {
     pub p50: u64,
+    pub p90: u64,
     pub p99: u64,
     pub max: u64,
 }
@@ -89,12 +90,16 @@ pub struct StepResult {
     pub saturation: Option<String>,
     pub arrival: Arrival,
     pub send_lag_us: SendLag,
+    /// How late the generator's runtime ran a task due on a timer (a probe every 5 ms), in
+    /// microseconds: high when the generator is short of CPU, whatever the server does.
+    pub runtime_lag_us: SendLag,
     pub transport_errors: TransportErrors,
     /// Goose users in the pool.
     pub users: u64,
     /// Most requests in flight at once.
     pub max_in_flight: u64,
-    /// Every user was waiting on the server at some point: arrivals were late (and counted so).
+    /// Every user was busy at some point: later arrivals left late (and count from their intended
+    /// time). With the generator not saturated, the server held them.
     pub pool_exhausted: bool,
     /// Slots that fell due but were not sent before the step's end.
     pub missed: u64,
@@ -147,6 +152,12 @@ pub fn pool_size(rate: f64) -> u64 {
 pub const LAG_P99_LIMIT: Duration = Duration::from_millis(2);
 /// Send-lag p50 beyond which the generator counts as saturated when its pool was not exhausted.
 pub const LAG_P50_LIMIT: Duration = Duration::from_millis(1);
+/// Runtime-probe lateness p90 beyond which the generator counts as saturated (tokio's timer
+/// wheel ticks every millisecond, so an idle runtime shows 0–1 ms; p90, not p99, so that a
+/// descheduled moment on a busy machine is not taken for a generator that cannot keep up).
+pub const RUNTIME_LAG_LIMIT: Duration = Duration::from_millis(5);
+/// How often the runtime probe wakes.
+const PROBE_EVERY: Duration = Duration::from_millis(5);
 /// Generator CPU use (fraction of its CPUs) from which it counts as saturated.
 pub const CPU_LIMIT: f64 = 0.90;
 
@@ -218,6 +229,8 @@ struct Step {
     client: reqwest013::Client,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    /// Lateness of the runtime probe (µs), written by the probe task only.
+    probe: std::sync::Mutex<Histogram<u64>>,
 }
 
 /// Runs one step and returns what it measured. The step takes `duration` plus goose's start-up
@@ -255,6 +268,7 @@ pub async fn run_step(cfg: &StepConfig) -> Result<StepResult, LoadgenError> {
         client: scenarios::client()?,
         in_flight: AtomicU64::new(0),
         max_in_flight: AtomicU64::new(0),
+        probe: std::sync::Mutex::new(crate::stats::new_histogram()),
     });
 
     let mut args: Vec<String> = [
@@ -313,6 +327,7 @@ pub async fn run_step(cfg: &StepConfig) -> Result<StepResult, LoadgenError> {
             .map_err(LoadgenError::Io)?
     };
 
+    let probe = tokio::spawn(probe_runtime(step.clone()));
     let progress = PROGRESS.load(Ordering::Relaxed).then(|| {
         tokio::spawn(progress_loop(
             step.clone(),
@@ -345,6 +360,15 @@ pub async fn run_step(cfg: &StepConfig) -> Result<StepResult, LoadgenError> {
         )));
     }
 
+    probe.abort();
+    let _ = probe.await;
+    let probe = step.probe.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let runtime_lag = SendLag {
+        p50: quantile(&probe, 0.50),
+        p90: quantile(&probe, 0.90),
+        p99: quantile(&probe, 0.99),
+        max: probe.max(),
+    };
     let rec = step.registry.snapshot();
     let cpu_us = step
         .gate
@@ -359,6 +383,7 @@ pub async fn run_step(cfg: &StepConfig) -> Result<StepResult, LoadgenError> {
     let latency_us = Percentiles::of(&rec.corrected);
     let lag = SendLag {
         p50: quantile(&rec.send_lag, 0.50),
+        p90: quantile(&rec.send_lag, 0.90),
         p99: quantile(&rec.send_lag, 0.99),
         max: rec.send_lag.max(),
     };
@@ -374,6 +399,7 @@ pub async fn run_step(cfg: &StepConfig) -> Result<StepResult, LoadgenError> {
             .count_between(lag_limit_us(latency_us.p99) + 1, u64::MAX),
         corrected_p99_us: latency_us.p99,
         generator_cpu,
+        runtime_lag_p90_us: runtime_lag.p90,
         pool_exhausted,
         users,
     });
@@ -400,6 +426,7 @@ pub async fn run_step(cfg: &StepConfig) -> Result<StepResult, LoadgenError> {
         saturation,
         arrival: cfg.arrival,
         send_lag_us: lag,
+        runtime_lag_us: runtime_lag,
         transport_errors: TransportErrors {
             timeout: rec.timeouts,
             connect: rec.connect_errors,
@@ -480,6 +507,8 @@ pub struct Evidence {
     pub late: u64,
     pub corrected_p99_us: u64,
     pub generator_cpu: f64,
+    /// p90 lateness of the runtime probe (µs).
+    pub runtime_lag_p90_us: u64,
     pub pool_exhausted: bool,
     pub users: u64,
 }
@@ -496,6 +525,9 @@ pub const MIN_LATE: u64 = 50;
 /// Why the generator, not the service, limited the step (None: it kept up).
 ///
 /// - It used ≥ 90% of its CPUs: whatever else happened, its own delays are in the numbers.
+/// - Its runtime ran a timer-woken probe more than 5 ms late at p90: ready work waited for CPU
+///   (its own backlog, or other processes on its cores). This holds even when the pool ran dry:
+///   a generator that falls behind sends its backlog late, all at once, and exhausts the pool.
 /// - Its pool was not exhausted (a user was free whenever a slot fell due), and yet it sent
 ///   short (< 99% of the rate), or systematically late (send-lag p50 over 1 ms), or the lag made
 ///   up most of the tail (send-lag p99 over 2 ms and over half the corrected p99, for at least
@@ -509,6 +541,12 @@ pub fn saturation_reason(e: &Evidence) -> Option<String> {
         return Some(format!(
             "generator CPU at {:.0}% of its cores",
             e.generator_cpu * 100.0
+        ));
+    }
+    if e.runtime_lag_p90_us > RUNTIME_LAG_LIMIT.as_micros() as u64 {
+        return Some(format!(
+            "the generator's runtime ran timers {:.1} ms late at p90 (short of CPU: its own work or other processes on its cores)",
+            e.runtime_lag_p90_us as f64 / 1000.0
         ));
     }
     if e.pool_exhausted {
@@ -534,6 +572,34 @@ pub fn saturation_reason(e: &Evidence) -> Option<String> {
         ));
     }
     None
+}
+
+/// Wakes every [`PROBE_EVERY`] during the schedule and records how late it ran: the delay a
+/// ready task waits for the generator's runtime. A server that is slow leaves the runtime idle (the
+/// probe is punctual); a generator short of CPU, or with a backlog of ready users, makes it late.
+async fn probe_runtime(step: Arc<Step>) {
+    let t0 = loop {
+        if let Some(&t0) = step.gate.start.get() {
+            break t0;
+        }
+        if step.gate.ended.load(Ordering::Relaxed) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let mut next = tokio::time::Instant::from_std(t0);
+    loop {
+        next += PROBE_EVERY;
+        tokio::time::sleep_until(next).await;
+        if step.gate.ended.load(Ordering::Relaxed) {
+            return;
+        }
+        let late = tokio::time::Instant::now().saturating_duration_since(next);
+        step.probe
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .saturating_record(late.as_micros() as u64);
+    }
 }
 
 /// One goose user: take due slots until the schedule ends, send each, record it.
@@ -637,6 +703,7 @@ mod tests {
             late: 0,
             corrected_p99_us: 900,
             generator_cpu: 0.3,
+            runtime_lag_p90_us: 800,
             pool_exhausted: false,
             users: 1000,
         }
@@ -691,6 +758,23 @@ mod tests {
         assert!(saturation_reason(&late).unwrap().contains("p99"));
         // A few late requests are a hiccup.
         assert_eq!(saturation_reason(&Evidence { late: 5, ..late }), None);
+        assert!(
+            saturation_reason(&Evidence {
+                runtime_lag_p90_us: 40_000,
+                ..ok()
+            })
+            .unwrap()
+            .contains("runtime")
+        );
+        // An overloaded generator exhausts its pool too: the runtime lag still tells.
+        assert!(
+            saturation_reason(&Evidence {
+                runtime_lag_p90_us: 40_000,
+                pool_exhausted: true,
+                ..ok()
+            })
+            .is_some()
+        );
         // CPU saturation counts even with an exhausted pool.
         assert!(
             saturation_reason(&Evidence {

@@ -183,8 +183,8 @@ impl Registry {
     pub fn record(&self, sample: &Sample) {
         LOCAL.with(|cell| {
             let mut local = cell.borrow_mut();
-            let recorder = match local.iter().find(|(id, _)| *id == self.id) {
-                Some((_, r)) => r.clone(),
+            let at = match local.iter().position(|(id, _)| *id == self.id) {
+                Some(at) => at,
                 None => {
                     let r = Arc::new(Mutex::new(Recorder::default()));
                     self.recorders
@@ -194,11 +194,12 @@ impl Registry {
                     if local.len() >= 4 {
                         local.remove(0);
                     }
-                    local.push((self.id, r.clone()));
-                    r
+                    local.push((self.id, r));
+                    local.len() - 1
                 }
             };
-            recorder
+            local[at]
+                .1
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .record(sample);

@@ -1,19 +1,28 @@
-//! JSON responses serialised straight into pooled buffers and handed to the body without a copy.
+//! JSON response bodies.
 //!
-//! Buffers come from a bounded `object-pool`. Each response is split off the front
-//! of a pooled `BytesMut` and frozen into the body (an O(1) reference-count
-//! operation); the rest of the buffer goes back to the pool. When a buffer runs
-//! low, `reserve` reclaims its whole allocation in place once every body cut from it
-//! has been written and dropped, so a steady stream of responses allocates no body
-//! buffers at all. Oversized buffers are dropped instead of pooled.
+//! Measured (benches/benches/encode.rs, `scripts/bench.sh`): with mimalloc, serialising into
+//! a reused per-thread scratch buffer and copying the result into one exact-size body
+//! ([`encode_json`], one allocation, no atomics) is the fastest way to produce a body; it is
+//! what the service uses. The zero-copy alternatives are kept here, tested, because the
+//! benches compare against them:
+//! - [`encode_json_zero_copy`]: bodies split off a per-thread `BytesMut` and frozen (no
+//!   allocation in steady state, but two atomic reference-count operations per body);
+//! - [`BufferPool`]: the same from a bounded `object-pool` (adds its mutex, twice per body).
+//!
+//! Zero-copy buffers: each body is split off the front of a `BytesMut` and frozen (an O(1)
+//! reference-count operation); when the buffer runs low, `reserve` reclaims its whole
+//! allocation in place once every body cut from it has been dropped. Buffers that held a
+//! huge body are dropped rather than kept.
 
+use std::cell::RefCell;
+use std::io;
 use std::sync::LazyLock;
 
 use axum::body::Body;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use object_pool::Pool;
 use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +33,8 @@ pub const BUFFER_CAPACITY: usize = 16 * 1024;
 const MIN_FREE: usize = 1024;
 /// At most this many idle buffers are kept.
 pub const MAX_IDLE_BUFFERS: usize = 64;
+/// Initial size of the per-thread scratch buffer.
+const SCRATCH_CAPACITY: usize = 4 * 1024;
 /// Buffers that grew beyond this (one huge body) are dropped, not pooled.
 const MAX_POOLED_CAPACITY: usize = 256 * 1024;
 
@@ -47,9 +58,85 @@ pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
     }
 }
 
-/// `value` as JSON in a buffer cut from the shared pool.
+/// `value` as JSON: serialised into this thread's scratch buffer, copied into an exact-size body.
 pub fn encode_json<T: Serialize>(value: &T) -> serde_json::Result<Bytes> {
+    thread_local! {
+        static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(SCRATCH_CAPACITY));
+    }
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => {
+            scratch.clear();
+            let result = serde_json::to_writer(&mut *scratch, value);
+            let body = result.map(|()| Bytes::copy_from_slice(&scratch));
+            if scratch.capacity() > MAX_POOLED_CAPACITY {
+                *scratch = Vec::with_capacity(SCRATCH_CAPACITY);
+            }
+            body
+        }
+        // A `Serialize` impl that itself encodes a response: serialise on its own.
+        Err(_) => serde_json::to_vec(value).map(Bytes::from),
+    })
+}
+
+/// `value` as JSON in a buffer cut from the shared bounded `object-pool` (zero-copy).
+pub fn encode_json_pooled<T: Serialize>(value: &T) -> serde_json::Result<Bytes> {
     POOL.encode_json(value)
+}
+
+/// `value` as JSON cut from this thread's own buffer: no lock, no allocation in steady state.
+pub fn encode_json_zero_copy<T: Serialize>(value: &T) -> serde_json::Result<Bytes> {
+    thread_local! {
+        static LOCAL: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(BUFFER_CAPACITY));
+    }
+    LOCAL.with(|local| match local.try_borrow_mut() {
+        Ok(mut buf) => {
+            let body = encode_into(&mut buf, value)?;
+            if body.len() > MAX_POOLED_CAPACITY {
+                *buf = BytesMut::with_capacity(BUFFER_CAPACITY);
+            }
+            Ok(body)
+        }
+        // A `Serialize` impl that itself encodes a response: use a fresh buffer.
+        Err(_) => encode_into(&mut BytesMut::new(), value),
+    })
+}
+
+/// Serialises `value` at the end of `buf` and splits it off as frozen `Bytes`.
+/// `buf` is left empty (also on error), sharing its allocation with the body.
+pub fn encode_into<T: Serialize>(buf: &mut BytesMut, value: &T) -> serde_json::Result<Bytes> {
+    buf.clear();
+    // Reclaims the whole allocation in place when every earlier body is gone.
+    buf.reserve(MIN_FREE);
+    match serde_json::to_writer(BytesWriter(buf), value) {
+        Ok(()) => Ok(buf.split().freeze()),
+        Err(err) => {
+            buf.clear();
+            Err(err)
+        }
+    }
+}
+
+/// `io::Write` straight into a `BytesMut` (bytes' own `Writer` goes through the generic
+/// `BufMut::put`, which costs serde_json's many small writes noticeably more).
+struct BytesWriter<'a>(&'a mut BytesMut);
+
+impl io::Write for BytesWriter<'_> {
+    #[inline]
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    #[inline]
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 fn bytes_response(status: StatusCode, body: Bytes) -> Response {
@@ -97,9 +184,7 @@ impl BufferPool {
 
     pub fn encode_json<T: Serialize>(&self, value: &T) -> serde_json::Result<Bytes> {
         let mut buf = self.pull();
-        buf.reserve(MIN_FREE);
-        serde_json::to_writer((&mut *buf).writer(), value)?;
-        let body = buf.split().freeze();
+        let body = encode_into(&mut buf, value)?;
         // The rest of the buffer shares the body's allocation: don't pin a huge one.
         buf.discard |= body.len() > MAX_POOLED_CAPACITY;
         Ok(body)
@@ -190,6 +275,38 @@ mod tests {
             &body[..],
             br#"{"code":"abc","url":"https://example.com/","clicks":3}"#
         );
+    }
+
+    #[test]
+    fn every_encoder_writes_the_same_json() {
+        let link = Link {
+            code: "abc",
+            url: "https://example.com/a?b=\"c\"",
+            clicks: 7,
+        };
+        let expected = serde_json::to_vec(&link).unwrap();
+        assert_eq!(encode_json(&link).unwrap(), expected);
+        assert_eq!(encode_json_zero_copy(&link).unwrap(), expected);
+        assert_eq!(encode_json_pooled(&link).unwrap(), expected);
+    }
+
+    #[test]
+    fn the_scratch_encoder_survives_errors_and_huge_bodies() {
+        struct Fails;
+        impl Serialize for Fails {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("boom"))
+            }
+        }
+        assert!(encode_json(&Fails).is_err());
+        let big = vec!["x".repeat(1024); 300];
+        assert!(encode_json(&big).unwrap().len() > MAX_POOLED_CAPACITY);
+        assert_eq!(&encode_json(&1).unwrap()[..], b"1");
+        assert_eq!(
+            &encode_json_zero_copy(&big).unwrap()[..],
+            &serde_json::to_vec(&big).unwrap()[..]
+        );
+        assert_eq!(&encode_json_zero_copy(&2).unwrap()[..], b"2");
     }
 
     #[test]

@@ -15,6 +15,8 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
+/// Largest offset from the base kept exactly; leaves headroom for adding intervals.
+const MAX_SECONDS: u64 = u64::MAX / 2 / NANOS_PER_SECOND;
 
 /// Requests per second and burst size. `per_second == 0` disables limiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +115,10 @@ fn ceil_secs(d: Duration) -> u64 {
 #[derive(Debug)]
 pub struct TokenBucket {
     quota: Quota,
+    limit: u32,
     interval: u64,
+    /// `floor(u64::MAX / interval)`: counts remaining tokens without a division instruction.
+    reciprocal: u64,
     capacity: u64,
     base: Instant,
     tat: AtomicU64,
@@ -134,7 +139,9 @@ impl TokenBucket {
         };
         Self {
             quota,
+            limit: quota.effective_burst(),
             interval,
+            reciprocal: u64::MAX.checked_div(interval).unwrap_or(0),
             capacity,
             base,
             tat: AtomicU64::new(0),
@@ -145,11 +152,12 @@ impl TokenBucket {
         self.quota
     }
 
+    #[inline]
     pub fn check(&self, now: Instant) -> Decision {
-        if self.quota.is_disabled() {
+        if self.interval == 0 {
             return Decision::UNLIMITED;
         }
-        let limit = self.quota.effective_burst();
+        let limit = self.limit;
         let now = self.nanos_since_base(now);
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
@@ -168,10 +176,9 @@ impl TokenBucket {
                 .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
             {
                 Ok(_) => {
-                    let remaining = (self.capacity - ahead) / self.interval;
                     return Decision::Allow {
                         limit,
-                        remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+                        remaining: self.tokens_in(self.capacity - ahead),
                         reset: Duration::from_nanos(ahead),
                     };
                 }
@@ -187,9 +194,22 @@ impl TokenBucket {
         self.tat.load(Ordering::Relaxed).saturating_add(idle) <= now
     }
 
+    /// Whole tokens in `slack` nanoseconds.
+    #[inline]
+    fn tokens_in(&self, slack: u64) -> u32 {
+        // At most one below `slack / interval` (slack < 2^63): correct it once.
+        let mut n = ((u128::from(slack) * u128::from(self.reciprocal)) >> 64) as u64;
+        if (n + 1) * self.interval <= slack {
+            n += 1;
+        }
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    #[inline]
     fn nanos_since_base(&self, now: Instant) -> u64 {
         let since = now.saturating_duration_since(self.base);
-        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX / 2)
+        // Capped at about 292 years, far beyond any process.
+        since.as_secs().min(MAX_SECONDS) * NANOS_PER_SECOND + u64::from(since.subsec_nanos())
     }
 }
 
@@ -361,6 +381,34 @@ mod tests {
         let keyed = KeyedLimiter::new(quota(0, 10));
         assert!((0..1000).all(|_| keyed.check(&"key", t0).is_allowed()));
         assert!(keyed.is_empty(), "a disabled limiter keeps no state");
+    }
+
+    #[test]
+    fn remaining_tokens_match_integer_division() {
+        for (per_second, burst) in [
+            (1, 1),
+            (3, 7),
+            (7, 1_000_000),
+            (1000, 50),
+            (100_000_000, 1000),
+        ] {
+            let bucket = TokenBucket::new(quota(per_second, burst));
+            let interval = bucket.interval;
+            for k in 0..=u64::from(burst).min(10_000) {
+                for slack in [
+                    k * interval,
+                    (k * interval).saturating_sub(1),
+                    k * interval + 1,
+                ] {
+                    let slack = slack.min(bucket.capacity);
+                    assert_eq!(
+                        u64::from(bucket.tokens_in(slack)),
+                        slack / interval,
+                        "quota {per_second}/s burst {burst}, slack {slack}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

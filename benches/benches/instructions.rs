@@ -1,0 +1,268 @@
+//! Instruction counts of linkr's hot functions under valgrind (gungraun/callgrind).
+//!
+//! Exact on a noisy machine, so these are the CI gate: `scripts/bench.sh gate` compares
+//! them with `profiles/baseline/instructions.json`. Set-up (and warm-up, so pools and
+//! lazy statics are initialised) happens in the `bench` arguments, outside the count.
+//! Each function returns its inputs so that dropping them is not counted either.
+
+use std::hint::black_box;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::Request;
+use axum::response::Response;
+use bytes::Bytes;
+use gungraun::{library_benchmark, library_benchmark_group, main};
+use linkr::clock::Clock;
+use linkr::config::Config;
+use linkr::domain::code::{decode_base62, encode_base62};
+use linkr::domain::{ShortCode, TargetUrl};
+use linkr::encode::{BUFFER_CAPACITY, BufferPool, encode_json, encode_json_zero_copy};
+use linkr::ratelimit::{Decision, KeyedLimiter, Quota, TokenBucket};
+use linkr::store::{Lookup, NewLink, Store, StoreConfig};
+use linkr::{AppState, api_router};
+use linkr_benches::alternatives::{LinkJson, to_string_copy, to_vec_bytes};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+const QUOTA: Quota = Quota {
+    per_second: 100,
+    burst: 50,
+};
+
+#[library_benchmark]
+#[bench::u64_max(u64::MAX)]
+#[bench::seven_chars(3_000_000_000_000)]
+fn base62_encode(n: u64) -> usize {
+    let mut out = [0u8; 11];
+    black_box(encode_base62(black_box(n), &mut out).len())
+}
+
+#[library_benchmark]
+#[bench::eleven_chars("LygHa16AHYF")]
+#[bench::seven_chars("q3Xz9bK")]
+fn base62_decode(s: &str) -> Option<u64> {
+    black_box(decode_base62(black_box(s)))
+}
+
+#[library_benchmark]
+#[bench::seven_chars("q3Xz9bK")]
+fn short_code_parse(s: &str) -> Option<ShortCode> {
+    black_box(ShortCode::parse(black_box(s)).ok())
+}
+
+library_benchmark_group!(
+    name = codes,
+    benchmarks = [base62_encode, base62_decode, short_code_parse]
+);
+
+fn bucket() -> (TokenBucket, Instant) {
+    let now = Instant::now();
+    (TokenBucket::with_base(QUOTA, now), now)
+}
+
+fn empty_bucket() -> (TokenBucket, Instant) {
+    let (bucket, now) = bucket();
+    while bucket.check(now).is_allowed() {}
+    (bucket, now)
+}
+
+fn keyed() -> (KeyedLimiter<u64>, Instant) {
+    let now = Instant::now();
+    let limiter = KeyedLimiter::new(QUOTA);
+    for key in 0..64 {
+        limiter.check(&key, now);
+    }
+    (limiter, now)
+}
+
+#[library_benchmark]
+#[bench::allow(bucket())]
+#[bench::deny(empty_bucket())]
+fn token_bucket_check(input: (TokenBucket, Instant)) -> (Decision, (TokenBucket, Instant)) {
+    let decision = black_box(input.0.check(black_box(input.1)));
+    (decision, input)
+}
+
+#[library_benchmark]
+#[bench::known_key(keyed())]
+fn keyed_limiter_check(
+    input: (KeyedLimiter<u64>, Instant),
+) -> (Decision, (KeyedLimiter<u64>, Instant)) {
+    let decision = black_box(input.0.check(black_box(&42), input.1));
+    (decision, input)
+}
+
+library_benchmark_group!(
+    name = rate_limit,
+    benchmarks = [token_bucket_check, keyed_limiter_check]
+);
+
+fn warm_link() -> LinkJson {
+    let link = LinkJson::sample();
+    for _ in 0..16 {
+        drop(encode_json(&link));
+        drop(encode_json_zero_copy(&link));
+    }
+    link
+}
+
+fn warm_pool() -> (BufferPool, LinkJson) {
+    let pool = BufferPool::new(4, BUFFER_CAPACITY);
+    let link = LinkJson::sample();
+    for _ in 0..16 {
+        drop(pool.encode_json(&link));
+    }
+    (pool, link)
+}
+
+#[library_benchmark]
+#[bench::scratch_copy(warm_link())]
+fn link_json(link: LinkJson) -> (Bytes, LinkJson) {
+    (black_box(encode_json(black_box(&link)).unwrap()), link)
+}
+
+#[library_benchmark]
+#[bench::zero_copy(warm_link())]
+fn link_json_zero_copy(link: LinkJson) -> (Bytes, LinkJson) {
+    (
+        black_box(encode_json_zero_copy(black_box(&link)).unwrap()),
+        link,
+    )
+}
+
+#[library_benchmark]
+#[bench::object_pool(warm_pool())]
+fn link_json_object_pool(input: (BufferPool, LinkJson)) -> (Bytes, (BufferPool, LinkJson)) {
+    (
+        black_box(input.0.encode_json(black_box(&input.1)).unwrap()),
+        input,
+    )
+}
+
+#[library_benchmark]
+#[bench::to_string_copy(LinkJson::sample())]
+fn link_json_to_string_copy(link: LinkJson) -> (Bytes, LinkJson) {
+    (black_box(to_string_copy(black_box(&link))), link)
+}
+
+#[library_benchmark]
+#[bench::to_vec(LinkJson::sample())]
+fn link_json_to_vec(link: LinkJson) -> (Bytes, LinkJson) {
+    (black_box(to_vec_bytes(black_box(&link))), link)
+}
+
+#[library_benchmark]
+#[bench::serialize_only((Vec::with_capacity(1024), LinkJson::sample()))]
+fn link_json_serialize_only(input: (Vec<u8>, LinkJson)) -> (Vec<u8>, LinkJson) {
+    let (mut scratch, link) = input;
+    serde_json::to_writer(&mut scratch, black_box(&link)).unwrap();
+    (black_box(scratch), link)
+}
+
+#[library_benchmark]
+#[bench::from_bytes(Bytes::from(LinkJson::sample().url))]
+fn location_header(url: Bytes) -> (axum::http::HeaderValue, Bytes) {
+    let value = axum::http::HeaderValue::from_maybe_shared(black_box(&url).clone()).unwrap();
+    (black_box(value), url)
+}
+
+library_benchmark_group!(
+    name = encode,
+    benchmarks = [
+        link_json,
+        link_json_zero_copy,
+        link_json_object_pool,
+        link_json_to_string_copy,
+        link_json_to_vec,
+        link_json_serialize_only,
+        location_header
+    ]
+);
+
+/// A store with one link, the runtime that created it, and the link's code.
+struct Seeded {
+    store: Store,
+    code: String,
+    rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+fn seeded_store() -> Seeded {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(StoreConfig::new(dir.path()), Clock::system()).expect("store");
+    let link = rt
+        .block_on(store.create(NewLink {
+            url: TargetUrl::parse(&LinkJson::sample().url).expect("url"),
+            code: None,
+            owner: Arc::from("bench"),
+            ttl_seconds: None,
+        }))
+        .expect("create");
+    let code = link.code.as_str().to_owned();
+    // The first click marks the link dirty (a push onto the flush list); measure a later one.
+    store.resolve(&code);
+    Seeded {
+        store,
+        code,
+        rt,
+        _dir: dir,
+    }
+}
+
+#[library_benchmark]
+#[bench::hit(seeded_store())]
+fn store_resolve(seeded: Seeded) -> (Lookup, Seeded) {
+    (
+        black_box(seeded.store.resolve(black_box(&seeded.code))),
+        seeded,
+    )
+}
+
+fn redirect_setup() -> (Router, Request<Body>, Seeded) {
+    let seeded = seeded_store();
+    let config = Config {
+        access_log: false,
+        ..Config::default()
+    };
+    let app = api_router(AppState::new(
+        &config,
+        seeded.store.clone(),
+        Clock::system(),
+    ));
+    // Warm the router and the middleware once.
+    let warm = Request::get(format!("/{}", seeded.code))
+        .body(Body::empty())
+        .unwrap();
+    drop(seeded.rt.block_on(app.clone().oneshot(warm)));
+    let request = Request::get(format!("/{}", seeded.code))
+        .body(Body::empty())
+        .unwrap();
+    (app, request, seeded)
+}
+
+#[library_benchmark]
+#[bench::linkr(redirect_setup())]
+fn request_redirect(input: (Router, Request<Body>, Seeded)) -> (Response, Router, Seeded) {
+    let (app, request, seeded) = input;
+    let response = seeded.rt.block_on(app.clone().oneshot(black_box(request)));
+    (black_box(response.unwrap()), app, seeded)
+}
+
+library_benchmark_group!(
+    name = redirect,
+    benchmarks = [store_resolve, request_redirect]
+);
+
+main!(
+    library_benchmark_groups = codes,
+    rate_limit,
+    encode,
+    redirect
+);

@@ -1,0 +1,86 @@
+//! Rate limiting: linkr's lock-free bucket vs a mutex bucket vs governor, same quota.
+//!
+//! Every limiter reads the monotonic clock on each check (linkr and the mutex bucket
+//! via `Instant::now()`, governor via its `MonotonicClock`; `governor_quanta` is
+//! governor's default TSC clock). The allow quota (100M/s, burst 1000) is never
+//! exhausted by these loops, so they measure the admit path; `deny/*` measures refusals.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU32;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use governor::clock::MonotonicClock;
+use governor::{Quota as GovernorQuota, RateLimiter};
+use linkr::ratelimit::{KeyedLimiter, Quota, TokenBucket};
+use linkr_benches::alternatives::MutexTokenBucket;
+use linkr_benches::support::{self, Group};
+use tokio::time::Instant;
+
+const ALLOW: Quota = Quota {
+    per_second: 100_000_000,
+    burst: 1000,
+};
+const DENY: Quota = Quota {
+    per_second: 1,
+    burst: 1,
+};
+const KEYS: u32 = 1024;
+
+fn governor_quota(q: Quota) -> GovernorQuota {
+    let nz = |n: u32| NonZeroU32::new(n).expect("non-zero quota");
+    GovernorQuota::per_second(nz(q.per_second)).allow_burst(nz(q.burst))
+}
+
+fn client(i: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))
+}
+
+fn token_bucket(c: &mut Criterion) {
+    let linkr = TokenBucket::new(ALLOW);
+    let mutex = MutexTokenBucket::new(ALLOW.per_second, ALLOW.burst, Instant::now());
+    let governor = RateLimiter::direct_with_clock(governor_quota(ALLOW), MonotonicClock);
+    let governor_quanta = RateLimiter::direct(governor_quota(ALLOW));
+
+    let mut g = Group::new(c, "token_bucket");
+    g.throughput(Throughput::Elements(1));
+    g.bench("uncontended/linkr", || linkr.check(Instant::now()));
+    g.bench("uncontended/mutex", || mutex.check(Instant::now()));
+    g.bench("uncontended/governor", || governor.check());
+    g.bench("uncontended/governor_quanta", || governor_quanta.check());
+
+    g.bench_contended_x2("contended_x2/linkr", || linkr.check(Instant::now()));
+    g.bench_contended_x2("contended_x2/mutex", || mutex.check(Instant::now()));
+    g.bench_contended_x2("contended_x2/governor", || governor.check());
+
+    let linkr_deny = TokenBucket::new(DENY);
+    let governor_deny = RateLimiter::direct_with_clock(governor_quota(DENY), MonotonicClock);
+    g.bench("deny/linkr", || linkr_deny.check(Instant::now()));
+    g.bench("deny/governor", || governor_deny.check());
+
+    // Per-client buckets, 1024 known clients in rotation: a lookup, no insertion.
+    let keyed = KeyedLimiter::new(ALLOW);
+    let governor_keyed = RateLimiter::dashmap_with_clock(governor_quota(ALLOW), MonotonicClock);
+    for i in 0..KEYS {
+        keyed.check(&client(i), Instant::now());
+        let _ = governor_keyed.check_key(&client(i));
+    }
+    let mut i = 0;
+    g.bench("keyed/linkr", || {
+        i = (i + 1) % KEYS;
+        keyed.check(black_box(&client(i)), Instant::now())
+    });
+    let mut i = 0;
+    g.bench("keyed/governor", || {
+        i = (i + 1) % KEYS;
+        governor_keyed.check_key(black_box(&client(i)))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = support::criterion();
+    targets = token_bucket
+}
+criterion_main!(benches);

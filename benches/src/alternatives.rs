@@ -1,0 +1,86 @@
+//! The obvious alternatives linkr's hot paths are measured against, and fixtures.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// A link as the API returns it (`POST /v1/links` 201 body), the size of a typical response.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkJson {
+    pub code: String,
+    pub url: String,
+    pub short_url: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+impl LinkJson {
+    pub fn sample() -> Self {
+        Self {
+            code: "q3Xz9bK".to_owned(),
+            url: "https://www.example.com/articles/2024/06/how-we-measure-latency?ref=newsletter"
+                .to_owned(),
+            short_url: "http://127.0.0.1:8080/q3Xz9bK".to_owned(),
+            created_at: 1_718_000_000,
+            expires_at: Some(1_718_086_400),
+        }
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        serde_json::to_vec(self).map(|v| v.len()).unwrap_or(0)
+    }
+}
+
+/// `serde_json::to_string`, then the string copied into the body.
+pub fn to_string_copy<T: Serialize>(value: &T) -> Bytes {
+    let json = serde_json::to_string(value).expect("serialisable");
+    Bytes::copy_from_slice(json.as_bytes())
+}
+
+/// `serde_json::to_vec`, handed to the body without a copy (one fresh buffer per body).
+pub fn to_vec_bytes<T: Serialize>(value: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).expect("serialisable"))
+}
+
+/// A fresh `BytesMut` per body, written and frozen (what `axum::Json` does).
+pub fn fresh_bytesmut<T: Serialize>(value: &T) -> Bytes {
+    let mut buf = BytesMut::with_capacity(128);
+    serde_json::to_writer((&mut buf).writer(), value).expect("serialisable");
+    buf.freeze()
+}
+
+/// The textbook token bucket: fractional tokens and the last refill time under a mutex.
+#[derive(Debug)]
+pub struct MutexTokenBucket {
+    per_second: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl MutexTokenBucket {
+    pub fn new(per_second: u32, burst: u32, now: Instant) -> Self {
+        Self {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst),
+            state: Mutex::new((f64::from(burst), now)),
+        }
+    }
+
+    /// `Ok(remaining)` or `Err(retry_after)`.
+    pub fn check(&self, now: Instant) -> Result<u32, Duration> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, last) = &mut *state;
+        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
+        *tokens = (*tokens + elapsed * self.per_second).min(self.burst);
+        *last = (*last).max(now);
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(*tokens as u32)
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / self.per_second))
+        }
+    }
+}
