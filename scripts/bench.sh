@@ -153,6 +153,8 @@ compare)
     report
     ;;
 report)
+    # Only what the last run measured (stale results of renamed benches stay out).
+    [[ -f target/criterion/.run-start ]] && SINCE=(--since target/criterion/.run-start)
     report
     ;;
 *) usage ;;

@@ -562,9 +562,10 @@ fn write_html(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
-body{{font-family:system-ui,sans-serif;margin:2em;max-width:80em;color:#222}}
+body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}
-th,td{{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:right;font-variant-numeric:tabular-nums}}
+th,td{{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}}
+td.what{{white-space:normal}}
 th:first-child,td:first-child{{text-align:left}}
 th{{background:#f4f4f4}}
 .regressed{{color:#b00;font-weight:bold}} .improved{{color:#070}} .pass{{color:#070}} .miss{{color:#b00;font-weight:bold}}
@@ -592,7 +593,7 @@ outside the timed loop. The run fails on a significant regression beyond {max_re
         };
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{mark}</td></tr>",
+            "<tr><td class=\"what\">{}</td><td class=\"what\">{}</td><td>{}</td><td class=\"{class}\">{mark}</td></tr>",
             escape(&t.what),
             escape(&t.measured),
             escape(&t.target)
@@ -620,7 +621,9 @@ outside the timed loop. The run fails on a significant regression beyond {max_re
                 let per_sec = *n as f64 / (r.time_ns / 1e9);
                 match kind.as_str() {
                     "Bytes" | "BytesDecimal" => format!("{:.1} MiB/s", per_sec / 1048576.0),
-                    _ => format!("{:.2} M/s", per_sec / 1e6),
+                    _ if per_sec >= 1e6 => format!("{:.2} M/s", per_sec / 1e6),
+                    _ if per_sec >= 1e3 => format!("{:.1} K/s", per_sec / 1e3),
+                    _ => format!("{per_sec:.0} /s"),
                 }
             })
             .unwrap_or_default();
