@@ -287,8 +287,26 @@ fn classify(e: &reqwest013::Error) -> Outcome {
 /// Per-request timeout of the generator's client.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The client every user of a step shares (one connection pool): no redirects followed (a 302 is
-/// the answer), no proxy, no gzip, HTTP/1.1.
+/// The client the steps run from this thread share, built on first use: one connection pool, so
+/// the connections of a step are reused by the next (a knee search opens them once, and does
+/// not leave thousands in TIME_WAIT between steps). Per thread, as a connection belongs to the
+/// runtime that opened it: `run_step` is normally driven from the thread that blocks on the
+/// runtime.
+pub fn shared_client() -> Result<reqwest013::Client, LoadgenError> {
+    thread_local! {
+        static CLIENT: std::cell::OnceCell<reqwest013::Client> = const { std::cell::OnceCell::new() };
+    }
+    CLIENT.with(|c| {
+        if let Some(client) = c.get() {
+            return Ok(client.clone());
+        }
+        let client = client()?;
+        Ok(c.get_or_init(|| client).clone())
+    })
+}
+
+/// A client for the generator: no redirects followed (a 302 is the answer), no proxy, no gzip,
+/// HTTP/1.1.
 pub fn client() -> Result<reqwest013::Client, LoadgenError> {
     Ok(reqwest013::Client::builder()
         .redirect(reqwest013::redirect::Policy::none())

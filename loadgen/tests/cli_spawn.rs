@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 fn linkr_beside_loadgen() -> Option<PathBuf> {
     let p = PathBuf::from(env!("CARGO_BIN_EXE_loadgen")).with_file_name("linkr");
@@ -11,10 +12,8 @@ fn linkr_beside_loadgen() -> Option<PathBuf> {
 
 #[test]
 fn spawn_seeds_drives_and_stops_linkr() {
-    let Some(linkr) = linkr_beside_loadgen() else {
-        eprintln!("SKIPPED: no linkr beside loadgen (run `cargo build -p linkr` first)");
-        return;
-    };
+    let linkr = linkr_beside_loadgen()
+        .expect("no linkr beside loadgen: run the workspace tests (scripts/test.sh) or `cargo build -p linkr` first");
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("run.json");
     let o = Command::new(env!("CARGO_BIN_EXE_loadgen"))
@@ -66,5 +65,68 @@ fn spawn_seeds_drives_and_stops_linkr() {
     assert!(
         !PathBuf::from(format!("/proc/{pid}")).exists(),
         "linkr {pid} still running"
+    );
+}
+
+#[test]
+fn ctrl_c_stops_the_run_and_linkr() {
+    linkr_beside_loadgen()
+        .expect("no linkr beside loadgen: run the workspace tests (scripts/test.sh) or `cargo build -p linkr` first");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "run",
+            "--spawn",
+            "--rate",
+            "100",
+            "--duration",
+            "60s",
+            "--seed-links",
+            "50",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the step to start (its first progress line), then interrupt.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let started = std::time::Instant::now();
+    loop {
+        let mut line = String::new();
+        use std::io::BufRead;
+        if stderr.read_line(&mut line).unwrap() == 0 || started.elapsed() > Duration::from_secs(30)
+        {
+            panic!("no progress line: {seen}");
+        }
+        seen.push_str(&line);
+        if line.contains("[mixed @ 100/s]") {
+            break;
+        }
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let begun = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+    seen.push_str(&rest);
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(
+        begun.elapsed() < Duration::from_secs(15),
+        "took {:?} to stop",
+        begun.elapsed()
+    );
+    let pid: u32 = seen
+        .split("spawned linkr (pid ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        !PathBuf::from(format!("/proc/{pid}")).exists(),
+        "linkr {pid} still running: {seen}"
     );
 }
