@@ -20,7 +20,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-CRITERION_BENCHES=(pool encode token_bucket codes store request)
+CRITERION_BENCHES=(alloc pool encode token_bucket codes store request)
 QUICK_ARGS=(--warm-up-time 0.3 --measurement-time 0.7 --sample-size 10 --nresamples 10000 --noplot)
 MAX_REGRESSION=10
 MAX_REGRESSION_GIVEN=0
