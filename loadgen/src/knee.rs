@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
+use crate::cli::parse_duration;
 use crate::driver::{self, StepConfig, StepResult, run_step};
 use crate::environment::{self, ServiceFacts};
 use crate::error::LoadgenError;
@@ -156,29 +157,6 @@ pub struct KneeArgs {
     /// Have goose write its HTML report for every step (costs generator CPU).
     #[arg(long)]
     pub goose_reports: bool,
-}
-
-/// Parses `10ms`, `500us`, `2s`, `1.5s`, `2m`, or bare seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (e.g. 10ms, 8s, 1m)"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1e3,
-        "us" | "µs" => n / 1e6,
-        "m" | "min" => n * 60.0,
-        u => return Err(format!("unknown unit {u:?} in {s:?} (use us, ms, s or m)")),
-    };
-    if !secs.is_finite() || secs <= 0.0 {
-        return Err(format!("duration must be positive: {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1557,18 +1535,5 @@ mod tests {
             .unwrap()
             .knee;
         assert!(matches!(validate(&a), Err(LoadgenError::Usage(_))));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10ms"), Ok(Duration::from_millis(10)));
-        assert_eq!(parse_duration("8s"), Ok(Duration::from_secs(8)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("500us"), Ok(Duration::from_micros(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5h").is_err());
     }
 }
