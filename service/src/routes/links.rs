@@ -133,13 +133,22 @@ pub async fn stats(
     _caller: Caller,
     code: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<Response> {
+    let (_, link) = find(&state, code).await?;
+    Ok(json_response(StatusCode::OK, &stats_body(&link)?))
+}
+
+/// The link named by the path; a path that cannot hold a code is a 404 like an unknown code.
+async fn find(
+    state: &AppState,
+    code: std::result::Result<Path<String>, PathRejection>,
+) -> Result<(String, LinkInfo)> {
     let Path(code) = code.map_err(|_| ApiError::NotFound)?;
     let link = state
         .store
         .link_info(&code)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(json_response(StatusCode::OK, &stats_body(&link)?))
+    Ok((code, link))
 }
 
 fn stats_body(link: &LinkInfo) -> Result<LinkStats> {
@@ -167,12 +176,7 @@ pub async fn delete(
     caller: Caller,
     code: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode> {
-    let Path(code) = code.map_err(|_| ApiError::NotFound)?;
-    let link = state
-        .store
-        .link_info(&code)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let (code, link) = find(&state, code).await?;
     if !caller.admin && link.owner != caller.name {
         return Err(ApiError::Forbidden);
     }
