@@ -4,13 +4,15 @@
 //! via `Instant::now()`, governor via its `MonotonicClock`; `governor_quanta` is
 //! governor's default TSC clock). The allow quota (100M/s, burst 1000) is never
 //! exhausted by these loops, so they measure the admit path; `deny/*` measures refusals.
+//! `no_clock/*` gives both limiters one fixed instant (and a burst these loops never
+//! exhaust), so it compares the algorithms alone, without the ~20 ns clock read.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use governor::clock::MonotonicClock;
+use governor::clock::{Clock, MonotonicClock};
 use governor::{Quota as GovernorQuota, RateLimiter};
 use linkr::ratelimit::{KeyedLimiter, Quota, TokenBucket};
 use linkr_benches::alternatives::MutexTokenBucket;
@@ -25,7 +27,25 @@ const DENY: Quota = Quota {
     per_second: 1,
     burst: 1,
 };
+/// At one fixed instant a bucket admits `burst` requests: more than any run iterates.
+const NO_CLOCK: Quota = Quota {
+    per_second: 100_000_000,
+    burst: u32::MAX,
+};
 const KEYS: u32 = 1024;
+
+/// A governor clock that always answers the same instant (a `std` one, as linkr gets).
+#[derive(Clone)]
+struct FixedClock(std::time::Instant);
+
+impl Clock for FixedClock {
+    type Instant = std::time::Instant;
+
+    fn now(&self) -> std::time::Instant {
+        // Opaque to the optimiser, like linkr's `black_box(t0)`: no hoisting out of the loop.
+        black_box(self.0)
+    }
+}
 
 fn governor_quota(q: Quota) -> GovernorQuota {
     let nz = |n: u32| NonZeroU32::new(n).expect("non-zero quota");
@@ -52,6 +72,13 @@ fn token_bucket(c: &mut Criterion) {
     g.bench_contended_x2("contended_x2/linkr", || linkr.check(Instant::now()));
     g.bench_contended_x2("contended_x2/mutex", || mutex.check(Instant::now()));
     g.bench_contended_x2("contended_x2/governor", || governor.check());
+
+    let t0 = std::time::Instant::now();
+    let linkr_fixed = TokenBucket::with_base(NO_CLOCK, Instant::from_std(t0));
+    let governor_fixed = RateLimiter::direct_with_clock(governor_quota(NO_CLOCK), FixedClock(t0));
+    let t0 = Instant::from_std(t0);
+    g.bench("no_clock/linkr", || linkr_fixed.check(black_box(t0)));
+    g.bench("no_clock/governor", || governor_fixed.check());
 
     let linkr_deny = TokenBucket::new(DENY);
     let governor_deny = RateLimiter::direct_with_clock(governor_quota(DENY), MonotonicClock);

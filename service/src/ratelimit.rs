@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 /// Largest offset from the base kept exactly; leaves headroom for adding intervals.
-const MAX_SECONDS: u64 = u64::MAX / 2 / NANOS_PER_SECOND;
+const MAX_NANOS: u64 = u64::MAX / 2;
 
 /// Requests per second and burst size. `per_second == 0` disables limiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,59 +46,69 @@ impl Quota {
 }
 
 /// Outcome of one check, with what the HTTP layer needs for `RateLimit-*` and `Retry-After`.
+///
+/// The check only records where the bucket stands; the header values are derived on demand,
+/// so a caller that only asks "allowed?" pays for nothing else. Sixteen bytes: returned in
+/// two registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// `reset`: time until the bucket is full again.
-    Allow {
-        limit: u32,
-        remaining: u32,
-        reset: Duration,
-    },
-    /// `retry_after`: earliest time from now at which a request would be admitted.
-    Deny {
-        limit: u32,
-        retry_after: Duration,
-        reset: Duration,
-    },
+pub struct Decision {
+    /// Nanoseconds until the bucket would be full again with this request admitted
+    /// (admitted exactly when that fits in the bucket: `ahead <= interval * limit`).
+    ahead: u64,
+    /// Emission interval in nanoseconds (at most 1s); 0 when unlimited.
+    interval: u32,
+    /// Bucket size in requests; 0 when unlimited.
+    limit: u32,
 }
 
 impl Decision {
     /// What a disabled limiter answers.
-    pub const UNLIMITED: Decision = Decision::Allow {
+    pub const UNLIMITED: Decision = Decision {
+        ahead: 0,
+        interval: 0,
         limit: 0,
-        remaining: 0,
-        reset: Duration::ZERO,
     };
 
+    #[inline]
     pub fn is_allowed(&self) -> bool {
-        matches!(self, Decision::Allow { .. })
+        self.ahead <= self.capacity()
     }
 
     pub fn limit(&self) -> u32 {
-        match *self {
-            Decision::Allow { limit, .. } | Decision::Deny { limit, .. } => limit,
-        }
+        self.limit
     }
 
+    /// Whole tokens left after this request (0 on a denial).
     pub fn remaining(&self) -> u32 {
-        match *self {
-            Decision::Allow { remaining, .. } => remaining,
-            Decision::Deny { .. } => 0,
+        match (self.capacity() - self.ahead.min(self.capacity())).checked_div(self.interval.into())
+        {
+            Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+            None => 0,
         }
     }
 
+    /// Time until the bucket is full again.
     pub fn reset(&self) -> Duration {
-        match *self {
-            Decision::Allow { reset, .. } | Decision::Deny { reset, .. } => reset,
+        if self.is_allowed() {
+            Duration::from_nanos(self.ahead)
+        } else {
+            Duration::from_nanos(self.ahead - u64::from(self.interval))
         }
+    }
+
+    /// On a denial, the earliest time from now at which a request would be admitted.
+    pub fn retry_after(&self) -> Option<Duration> {
+        (!self.is_allowed()).then(|| Duration::from_nanos(self.ahead - self.capacity()))
+    }
+
+    #[inline]
+    fn capacity(&self) -> u64 {
+        u64::from(self.interval) * u64::from(self.limit)
     }
 
     /// `Retry-After` in whole seconds, rounded up (at least 1 for a denial).
     pub fn retry_after_secs(&self) -> Option<u64> {
-        match *self {
-            Decision::Allow { .. } => None,
-            Decision::Deny { retry_after, .. } => Some(ceil_secs(retry_after).max(1)),
-        }
+        self.retry_after().map(|d| ceil_secs(d).max(1))
     }
 
     /// `RateLimit-Reset` in whole seconds, rounded up.
@@ -117,8 +127,6 @@ pub struct TokenBucket {
     quota: Quota,
     limit: u32,
     interval: u64,
-    /// `floor(u64::MAX / interval)`: counts remaining tokens without a division instruction.
-    reciprocal: u64,
     capacity: u64,
     base: Instant,
     tat: AtomicU64,
@@ -141,7 +149,6 @@ impl TokenBucket {
             quota,
             limit: quota.effective_burst(),
             interval,
-            reciprocal: u64::MAX.checked_div(interval).unwrap_or(0),
             capacity,
             base,
             tat: AtomicU64::new(0),
@@ -157,33 +164,31 @@ impl TokenBucket {
         if self.interval == 0 {
             return Decision::UNLIMITED;
         }
-        let limit = self.limit;
         let now = self.nanos_since_base(now);
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
-            let start = tat.max(now);
-            let next = start + self.interval;
+            let next = tat.max(now) + self.interval;
             let ahead = next - now;
             if ahead > self.capacity {
-                return Decision::Deny {
-                    limit,
-                    retry_after: Duration::from_nanos(ahead - self.capacity),
-                    reset: Duration::from_nanos(start - now),
-                };
+                return self.decision(ahead);
             }
             match self
                 .tat
                 .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => {
-                    return Decision::Allow {
-                        limit,
-                        remaining: self.tokens_in(self.capacity - ahead),
-                        reset: Duration::from_nanos(ahead),
-                    };
-                }
+                Ok(_) => return self.decision(ahead),
                 Err(current) => tat = current,
             }
+        }
+    }
+
+    #[inline]
+    fn decision(&self, ahead: u64) -> Decision {
+        Decision {
+            ahead,
+            // At most 1s in nanoseconds (`per_second >= 1`).
+            interval: self.interval as u32,
+            limit: self.limit,
         }
     }
 
@@ -194,22 +199,13 @@ impl TokenBucket {
         self.tat.load(Ordering::Relaxed).saturating_add(idle) <= now
     }
 
-    /// Whole tokens in `slack` nanoseconds.
-    #[inline]
-    fn tokens_in(&self, slack: u64) -> u32 {
-        // At most one below `slack / interval` (slack < 2^63): correct it once.
-        let mut n = ((u128::from(slack) * u128::from(self.reciprocal)) >> 64) as u64;
-        if (n + 1) * self.interval <= slack {
-            n += 1;
-        }
-        u32::try_from(n).unwrap_or(u32::MAX)
-    }
-
     #[inline]
     fn nanos_since_base(&self, now: Instant) -> u64 {
-        let since = now.saturating_duration_since(self.base);
+        if now <= self.base {
+            return 0;
+        }
         // Capped at about 292 years, far beyond any process.
-        since.as_secs().min(MAX_SECONDS) * NANOS_PER_SECOND + u64::from(since.subsec_nanos())
+        u64::try_from((now - self.base).as_nanos()).map_or(MAX_NANOS, |n| n.min(MAX_NANOS))
     }
 }
 
@@ -292,15 +288,11 @@ mod tests {
         let t0 = Instant::now();
         let bucket = TokenBucket::with_base(quota(10, 5), t0);
         for expected_remaining in (0..5).rev() {
-            match bucket.check(t0) {
-                Decision::Allow {
-                    limit, remaining, ..
-                } => {
-                    assert_eq!(limit, 5);
-                    assert_eq!(remaining, expected_remaining);
-                }
-                other => panic!("expected allow, got {other:?}"),
-            }
+            let decision = bucket.check(t0);
+            assert!(decision.is_allowed(), "expected allow, got {decision:?}");
+            assert_eq!(decision.limit(), 5);
+            assert_eq!(decision.remaining(), expected_remaining);
+            assert_eq!(decision.retry_after(), None);
         }
         let denied = bucket.check(t0);
         assert!(!denied.is_allowed());
@@ -331,14 +323,11 @@ mod tests {
         assert!(bucket.check(t0).is_allowed());
 
         let at = t0 + Duration::from_millis(100);
-        let Decision::Deny {
-            retry_after, reset, ..
-        } = bucket.check(at)
-        else {
-            panic!("expected deny");
-        };
+        let denied = bucket.check(at);
+        assert!(!denied.is_allowed());
+        let retry_after = denied.retry_after().expect("a denial has a retry-after");
         assert_eq!(retry_after, Duration::from_millis(400));
-        assert_eq!(reset, Duration::from_millis(400));
+        assert_eq!(denied.reset(), Duration::from_millis(400));
         assert_eq!(bucket.check(at).retry_after_secs(), Some(1));
 
         assert!(
@@ -384,30 +373,22 @@ mod tests {
     }
 
     #[test]
-    fn remaining_tokens_match_integer_division() {
-        for (per_second, burst) in [
-            (1, 1),
-            (3, 7),
-            (7, 1_000_000),
-            (1000, 50),
-            (100_000_000, 1000),
-        ] {
-            let bucket = TokenBucket::new(quota(per_second, burst));
-            let interval = bucket.interval;
-            for k in 0..=u64::from(burst).min(10_000) {
-                for slack in [
-                    k * interval,
-                    (k * interval).saturating_sub(1),
-                    k * interval + 1,
-                ] {
-                    let slack = slack.min(bucket.capacity);
-                    assert_eq!(
-                        u64::from(bucket.tokens_in(slack)),
-                        slack / interval,
-                        "quota {per_second}/s burst {burst}, slack {slack}"
-                    );
-                }
+    fn remaining_counts_whole_tokens_left() {
+        for (per_second, burst) in [(1, 1), (3, 7), (1000, 50), (100_000_000, 1000)] {
+            let t0 = Instant::now();
+            let bucket = TokenBucket::with_base(quota(per_second, burst), t0);
+            for expected in (0..burst).rev() {
+                assert_eq!(bucket.check(t0).remaining(), expected);
             }
+            // Half an interval later a partial token is not counted.
+            let half = Duration::from_nanos(bucket.interval / 2);
+            assert!(!bucket.check(t0 + half).is_allowed());
+            let later = t0 + Duration::from_nanos(bucket.interval) + half;
+            assert_eq!(
+                bucket.check(later).remaining(),
+                0,
+                "quota {per_second}/{burst}"
+            );
         }
     }
 
