@@ -11,45 +11,57 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use linkr::encode::{
     BUFFER_CAPACITY, BufferPool, MAX_IDLE_BUFFERS, encode_json, encode_json_zero_copy,
-    json_response,
+    write_json_copy, write_json_response, write_json_zero_copy,
 };
-use linkr_benches::alternatives::{LinkJson, fresh_bytesmut, to_string_copy, to_vec_bytes};
+use linkr_benches::alternatives::{
+    fresh_bytesmut, sample_link, sample_link_len, to_string_copy, to_vec_bytes,
+};
 use linkr_benches::support::{self, Group};
 
 /// Bodies alive at once in the "in flight" variant (written to sockets later).
 const IN_FLIGHT: usize = 64;
 
 fn encode(c: &mut Criterion) {
-    let link = LinkJson::sample();
+    let link = sample_link();
     let mut g = Group::new(c, "encode");
-    g.throughput(Throughput::Bytes(link.encoded_len() as u64));
+    g.throughput(Throughput::Bytes(sample_link_len() as u64));
 
-    // What the service uses: scratch buffer per thread, one exact-size copy.
-    g.bench("link_json/linkr_scratch_copy", || {
-        encode_json(black_box(&link)).unwrap()
+    // What the service does: hand-written JSON straight into this thread's BytesMut, split
+    // off and frozen (zero-copy).
+    g.bench("link_json/linkr_zero_copy", || {
+        write_json_zero_copy(black_box(&link)).unwrap()
     });
-    // Zero-copy: bodies split off a per-thread BytesMut, or off buffers from object-pool.
-    g.bench("link_json/zero_copy", || {
+    // The same writer, then one exact-size copy.
+    g.bench("link_json/hand_written_copy", || {
+        write_json_copy(black_box(&link)).unwrap()
+    });
+    // serde_json into the same zero-copy buffer, into a scratch buffer plus one copy, and
+    // into buffers from a bounded object-pool.
+    g.bench("link_json/serde_zero_copy", || {
         encode_json_zero_copy(black_box(&link)).unwrap()
     });
+    g.bench("link_json/serde_scratch_copy", || {
+        encode_json(black_box(&link)).unwrap()
+    });
     let pool = BufferPool::new(MAX_IDLE_BUFFERS, BUFFER_CAPACITY);
-    g.bench("link_json/zero_copy_object_pool", || {
+    g.bench("link_json/serde_object_pool", || {
         pool.encode_json(black_box(&link)).unwrap()
     });
-    // The floor: serialising into a reused Vec, with no body handed out.
+    // serde_json's floor: serialising into a reused Vec, with no body handed out.
     let mut scratch = Vec::with_capacity(1024);
-    g.bench("link_json/serialize_only", || {
+    g.bench("link_json/serde_serialize_only", || {
         scratch.clear();
         serde_json::to_writer(&mut scratch, black_box(&link)).unwrap();
         scratch.len()
     });
     let mut in_flight = VecDeque::with_capacity(IN_FLIGHT + 1);
-    g.bench("link_json/zero_copy_in_flight_64", || {
-        in_flight.push_back(encode_json_zero_copy(black_box(&link)).unwrap());
+    g.bench("link_json/linkr_zero_copy_in_flight_64", || {
+        in_flight.push_back(write_json_zero_copy(black_box(&link)).unwrap());
         if in_flight.len() > IN_FLIGHT {
             in_flight.pop_front();
         }
     });
+    // The obvious ways: a String copied into the body, a Vec handed over, axum::Json's way.
     g.bench("link_json/to_string_copy", || {
         to_string_copy(black_box(&link))
     });
@@ -58,8 +70,8 @@ fn encode(c: &mut Criterion) {
         fresh_bytesmut(black_box(&link))
     });
 
-    g.bench("link_response/zero_copy", || {
-        json_response(StatusCode::CREATED, black_box(&link))
+    g.bench("link_response/linkr_zero_copy", || {
+        write_json_response(StatusCode::CREATED, black_box(&link))
     });
     g.bench("link_response/to_string_copy", || {
         let body = to_string_copy(black_box(&link));
@@ -74,7 +86,7 @@ fn encode(c: &mut Criterion) {
         (StatusCode::CREATED, axum::Json(black_box(&link))).into_response()
     });
 
-    let url = link.url.clone();
+    let url = link.url.to_owned();
     let shared = Bytes::from(url.clone());
     g.throughput(Throughput::Elements(1));
 

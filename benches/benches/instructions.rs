@@ -19,11 +19,15 @@ use linkr::clock::Clock;
 use linkr::config::Config;
 use linkr::domain::code::{decode_base62, encode_base62};
 use linkr::domain::{ShortCode, TargetUrl};
-use linkr::encode::{BUFFER_CAPACITY, BufferPool, encode_json, encode_json_zero_copy};
+use linkr::encode::{
+    BUFFER_CAPACITY, BufferPool, encode_json, encode_json_zero_copy, write_json_copy,
+    write_json_zero_copy,
+};
 use linkr::ratelimit::{Decision, KeyedLimiter, Quota, TokenBucket};
+use linkr::routes::links::LinkCreated;
 use linkr::store::{Lookup, NewLink, Store, StoreConfig};
 use linkr::{AppState, api_router};
-use linkr_benches::alternatives::{LinkJson, to_string_copy, to_vec_bytes};
+use linkr_benches::alternatives::{sample_link, to_string_copy, to_vec_bytes};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -100,33 +104,53 @@ library_benchmark_group!(
     benchmarks = [token_bucket_check, keyed_limiter_check]
 );
 
-fn warm_link() -> LinkJson {
-    let link = LinkJson::sample();
+type Link = LinkCreated<'static>;
+
+fn warm_link() -> Link {
+    let link = sample_link();
     for _ in 0..16 {
         drop(encode_json(&link));
         drop(encode_json_zero_copy(&link));
+        drop(write_json_zero_copy(&link));
+        drop(write_json_copy(&link));
     }
     link
 }
 
-fn warm_pool() -> (BufferPool, LinkJson) {
+fn warm_pool() -> (BufferPool, Link) {
     let pool = BufferPool::new(4, BUFFER_CAPACITY);
-    let link = LinkJson::sample();
+    let link = sample_link();
     for _ in 0..16 {
         drop(pool.encode_json(&link));
     }
     (pool, link)
 }
 
+/// What the service does: hand-written JSON, zero-copy.
 #[library_benchmark]
-#[bench::scratch_copy(warm_link())]
-fn link_json(link: LinkJson) -> (Bytes, LinkJson) {
+#[bench::linkr_zero_copy(warm_link())]
+fn link_json(link: Link) -> (Bytes, Link) {
+    (
+        black_box(write_json_zero_copy(black_box(&link)).unwrap()),
+        link,
+    )
+}
+
+#[library_benchmark]
+#[bench::hand_written_copy(warm_link())]
+fn link_json_hand_written_copy(link: Link) -> (Bytes, Link) {
+    (black_box(write_json_copy(black_box(&link)).unwrap()), link)
+}
+
+#[library_benchmark]
+#[bench::serde_scratch_copy(warm_link())]
+fn link_json_serde_scratch_copy(link: Link) -> (Bytes, Link) {
     (black_box(encode_json(black_box(&link)).unwrap()), link)
 }
 
 #[library_benchmark]
-#[bench::zero_copy(warm_link())]
-fn link_json_zero_copy(link: LinkJson) -> (Bytes, LinkJson) {
+#[bench::serde_zero_copy(warm_link())]
+fn link_json_serde_zero_copy(link: Link) -> (Bytes, Link) {
     (
         black_box(encode_json_zero_copy(black_box(&link)).unwrap()),
         link,
@@ -134,8 +158,8 @@ fn link_json_zero_copy(link: LinkJson) -> (Bytes, LinkJson) {
 }
 
 #[library_benchmark]
-#[bench::object_pool(warm_pool())]
-fn link_json_object_pool(input: (BufferPool, LinkJson)) -> (Bytes, (BufferPool, LinkJson)) {
+#[bench::serde_object_pool(warm_pool())]
+fn link_json_object_pool(input: (BufferPool, Link)) -> (Bytes, (BufferPool, Link)) {
     (
         black_box(input.0.encode_json(black_box(&input.1)).unwrap()),
         input,
@@ -143,27 +167,27 @@ fn link_json_object_pool(input: (BufferPool, LinkJson)) -> (Bytes, (BufferPool, 
 }
 
 #[library_benchmark]
-#[bench::to_string_copy(LinkJson::sample())]
-fn link_json_to_string_copy(link: LinkJson) -> (Bytes, LinkJson) {
+#[bench::to_string_copy(sample_link())]
+fn link_json_to_string_copy(link: Link) -> (Bytes, Link) {
     (black_box(to_string_copy(black_box(&link))), link)
 }
 
 #[library_benchmark]
-#[bench::to_vec(LinkJson::sample())]
-fn link_json_to_vec(link: LinkJson) -> (Bytes, LinkJson) {
+#[bench::to_vec(sample_link())]
+fn link_json_to_vec(link: Link) -> (Bytes, Link) {
     (black_box(to_vec_bytes(black_box(&link))), link)
 }
 
 #[library_benchmark]
-#[bench::serialize_only((Vec::with_capacity(1024), LinkJson::sample()))]
-fn link_json_serialize_only(input: (Vec<u8>, LinkJson)) -> (Vec<u8>, LinkJson) {
+#[bench::serde_serialize_only((Vec::with_capacity(1024), sample_link()))]
+fn link_json_serialize_only(input: (Vec<u8>, Link)) -> (Vec<u8>, Link) {
     let (mut scratch, link) = input;
     serde_json::to_writer(&mut scratch, black_box(&link)).unwrap();
     (black_box(scratch), link)
 }
 
 #[library_benchmark]
-#[bench::from_bytes(Bytes::from(LinkJson::sample().url))]
+#[bench::from_bytes(Bytes::from_static(sample_link().url.as_bytes()))]
 fn location_header(url: Bytes) -> (axum::http::HeaderValue, Bytes) {
     let value = axum::http::HeaderValue::from_maybe_shared(black_box(&url).clone()).unwrap();
     (black_box(value), url)
@@ -173,7 +197,9 @@ library_benchmark_group!(
     name = encode,
     benchmarks = [
         link_json,
-        link_json_zero_copy,
+        link_json_hand_written_copy,
+        link_json_serde_scratch_copy,
+        link_json_serde_zero_copy,
         link_json_object_pool,
         link_json_to_string_copy,
         link_json_to_vec,
@@ -199,7 +225,7 @@ fn seeded_store() -> Seeded {
     let store = Store::open(StoreConfig::new(dir.path()), Clock::system()).expect("store");
     let link = rt
         .block_on(store.create(NewLink {
-            url: TargetUrl::parse(&LinkJson::sample().url).expect("url"),
+            url: TargetUrl::parse(sample_link().url).expect("url"),
             code: None,
             owner: Arc::from("bench"),
             ttl_seconds: None,

@@ -4,34 +4,28 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use linkr::encode::json::Timestamp;
+use linkr::routes::links::{LinkCreated, ShortUrl};
 use serde::Serialize;
 use tokio::time::Instant;
 
-/// A link as the API returns it (`POST /v1/links` 201 body), the size of a typical response.
-#[derive(Debug, Clone, Serialize)]
-pub struct LinkJson {
-    pub code: String,
-    pub url: String,
-    pub short_url: String,
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
+/// A link as `POST /v1/links` returns it (the service's own body type), a typical size.
+pub fn sample_link() -> LinkCreated<'static> {
+    LinkCreated {
+        code: "q3Xz9bK",
+        url: "https://www.example.com/articles/2024/06/how-we-measure-latency?ref=newsletter",
+        short_url: ShortUrl {
+            public_url: "http://127.0.0.1:8080",
+            code: "q3Xz9bK",
+        },
+        created_at: Timestamp(1_718_000_000),
+        expires_at: Some(Timestamp(1_718_086_400)),
+    }
 }
 
-impl LinkJson {
-    pub fn sample() -> Self {
-        Self {
-            code: "q3Xz9bK".to_owned(),
-            url: "https://www.example.com/articles/2024/06/how-we-measure-latency?ref=newsletter"
-                .to_owned(),
-            short_url: "http://127.0.0.1:8080/q3Xz9bK".to_owned(),
-            created_at: 1_718_000_000,
-            expires_at: Some(1_718_086_400),
-        }
-    }
-
-    pub fn encoded_len(&self) -> usize {
-        serde_json::to_vec(self).map(|v| v.len()).unwrap_or(0)
-    }
+/// Length of [`sample_link`]'s JSON body.
+pub fn sample_link_len() -> usize {
+    serde_json::to_vec(&sample_link()).map_or(0, |v| v.len())
 }
 
 /// `serde_json::to_string`, then the string copied into the body.

@@ -63,7 +63,7 @@ pub fn allocs_dir() -> PathBuf {
     criterion_dir().join("allocs")
 }
 
-/// File name for a bench id (`encode/link_json/zero_copy` -> `encode__link_json__zero_copy.json`).
+/// File name for a bench id (`encode/link_json/linkr_zero_copy` -> `encode__link_json__linkr_zero_copy.json`).
 pub fn allocs_file_name(id: &str) -> String {
     let safe: String = id
         .chars()

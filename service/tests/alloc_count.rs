@@ -247,3 +247,31 @@ fn distinct(v: &[usize]) -> usize {
     v.dedup();
     v.len()
 }
+
+#[test]
+fn link_bodies_are_written_without_allocating() {
+    use linkr::encode::json::Timestamp;
+    use linkr::encode::{write_json_copy, write_json_zero_copy};
+    use linkr::routes::links::{LinkCreated, ShortUrl};
+
+    let created = LinkCreated {
+        code: "q3Xz9bK",
+        url: "https://www.example.com/articles/2024/06/how-we-measure-latency?ref=newsletter",
+        short_url: ShortUrl {
+            public_url: "http://127.0.0.1:8080",
+            code: "q3Xz9bK",
+        },
+        created_at: Timestamp(1_718_000_000),
+        expires_at: Some(Timestamp(1_718_086_400)),
+    };
+    // Warm this thread's buffer; bodies are dropped as a server drops them once written.
+    drop(write_json_zero_copy(&created).unwrap());
+    for _ in 0..1000 {
+        let (body, n) = alloc::count(|| write_json_zero_copy(black_box(&created)).unwrap());
+        assert_eq!(n.allocs, 0, "zero-copy body allocated");
+        assert_eq!(body, serde_json::to_vec(&created).unwrap());
+    }
+    let (body, n) = alloc::count(|| write_json_copy(black_box(&created)).unwrap());
+    assert_eq!(n.allocs, 1, "the copying variant makes exactly the body");
+    assert_eq!(body, serde_json::to_vec(&created).unwrap());
+}

@@ -386,7 +386,7 @@ fn targets(rows: &[Row]) -> Vec<TargetCheck> {
         },
         ratio(
             "zero-copy link JSON vs serde_json::to_string + copy",
-            "encode/link_json/zero_copy",
+            "encode/link_json/linkr_zero_copy",
             "encode/link_json/to_string_copy",
             0.7,
         ),

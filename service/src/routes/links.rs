@@ -6,15 +6,14 @@ use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::http::header::LOCATION;
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::domain::{ShortCode, TargetUrl};
-use crate::encode::json_response;
+use crate::encode::json::{EncodeError, JsonWriter, Timestamp, WriteJson};
+use crate::encode::write_json_response;
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::routes::JsonBody;
 use crate::store::{LinkInfo, NewLink};
@@ -36,30 +35,93 @@ pub struct CreateLink {
     pub ttl_seconds: Option<u64>,
 }
 
-/// `201` body of `POST /v1/links`.
+/// `201` body of `POST /v1/links`. Written by hand ([`WriteJson`]); the `Serialize` derive is
+/// the reference it is tested against and what the OpenAPI document describes.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct LinkCreated {
-    pub code: String,
-    pub url: String,
+pub struct LinkCreated<'a> {
+    pub code: &'a str,
+    pub url: &'a str,
     /// The public short link.
-    #[schema(example = "http://127.0.0.1:8080/my-alias")]
-    pub short_url: String,
+    #[schema(value_type = String, example = "http://127.0.0.1:8080/my-alias")]
+    pub short_url: ShortUrl<'a>,
     /// RFC 3339.
-    #[schema(example = "2025-01-01T12:00:00Z")]
-    pub created_at: String,
+    #[schema(value_type = String, example = "2025-01-01T12:00:00Z")]
+    pub created_at: Timestamp,
     /// RFC 3339, or null for a link that never expires.
-    pub expires_at: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Option<Timestamp>,
 }
 
 /// `200` body of `GET /v1/links/{code}`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct LinkStats {
-    pub code: String,
-    pub url: String,
+pub struct LinkStats<'a> {
+    pub code: &'a str,
+    pub url: &'a str,
     /// Redirects served, including ones not yet flushed to disk.
     pub clicks: u64,
-    pub created_at: String,
-    pub expires_at: Option<String>,
+    /// RFC 3339.
+    #[schema(value_type = String, example = "2025-01-01T12:00:00Z")]
+    pub created_at: Timestamp,
+    /// RFC 3339, or null for a link that never expires.
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Option<Timestamp>,
+}
+
+/// `{public_url}/{code}`, written without building a `String`.
+#[derive(Debug, Clone, Copy)]
+pub struct ShortUrl<'a> {
+    pub public_url: &'a str,
+    pub code: &'a str,
+}
+
+impl Serialize for ShortUrl<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}/{}", self.public_url, self.code))
+    }
+}
+
+/// Room for the fixed parts of a link body: keys, quotes, two timestamps, a count.
+const LINK_BODY_OVERHEAD: usize = 160;
+
+impl WriteJson for LinkCreated<'_> {
+    fn write_json(&self, out: &mut JsonWriter<'_>) -> std::result::Result<(), EncodeError> {
+        out.reserve(
+            LINK_BODY_OVERHEAD
+                + 2 * self.code.len()
+                + self.url.len()
+                + self.short_url.public_url.len(),
+        );
+        out.raw(r#"{"code":"#);
+        out.string(self.code);
+        out.raw(r#","url":"#);
+        out.string(self.url);
+        out.raw(r#","short_url":"#);
+        out.string_parts(&[self.short_url.public_url, "/", self.short_url.code]);
+        out.raw(r#","created_at":"#);
+        out.timestamp(self.created_at.0)?;
+        out.raw(r#","expires_at":"#);
+        out.opt_timestamp(self.expires_at.map(|t| t.0))?;
+        out.raw("}");
+        Ok(())
+    }
+}
+
+impl WriteJson for LinkStats<'_> {
+    fn write_json(&self, out: &mut JsonWriter<'_>) -> std::result::Result<(), EncodeError> {
+        out.reserve(LINK_BODY_OVERHEAD + self.code.len() + self.url.len());
+        out.raw(r#"{"code":"#);
+        out.string(self.code);
+        out.raw(r#","url":"#);
+        out.string(self.url);
+        out.raw(r#","clicks":"#);
+        out.u64(self.clicks);
+        out.raw(r#","created_at":"#);
+        out.timestamp(self.created_at.0)?;
+        out.raw(r#","expires_at":"#);
+        out.opt_timestamp(self.expires_at.map(|t| t.0))?;
+        out.raw("}");
+        Ok(())
+    }
 }
 
 /// Creates a link; answers only once it is durable.
@@ -106,13 +168,16 @@ pub async fn create(
         .await?;
     let code = link.code.as_str();
     let created = LinkCreated {
-        code: code.to_string(),
-        short_url: format!("{}/{code}", state.public_url),
-        created_at: rfc3339(link.created_at)?,
-        expires_at: link.expires_at.map(rfc3339).transpose()?,
-        url: link.url.clone(),
+        code,
+        url: &link.url,
+        short_url: ShortUrl {
+            public_url: &state.public_url,
+            code,
+        },
+        created_at: Timestamp(link.created_at),
+        expires_at: link.expires_at.map(Timestamp),
     };
-    let mut response = json_response(StatusCode::CREATED, &created);
+    let mut response = write_json_response(StatusCode::CREATED, &created);
     if let Ok(location) = HeaderValue::try_from(format!("/v1/links/{code}")) {
         response.headers_mut().insert(LOCATION, location);
     }
@@ -134,7 +199,7 @@ pub async fn stats(
     code: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<Response> {
     let (_, link) = find(&state, code).await?;
-    Ok(json_response(StatusCode::OK, &stats_body(&link)?))
+    Ok(write_json_response(StatusCode::OK, &stats_body(&link)))
 }
 
 /// The link named by the path; a path that cannot hold a code is a 404 like an unknown code.
@@ -151,14 +216,14 @@ async fn find(
     Ok((code, link))
 }
 
-fn stats_body(link: &LinkInfo) -> Result<LinkStats> {
-    Ok(LinkStats {
-        code: link.code.as_str().to_string(),
-        url: link.url.clone(),
+fn stats_body(link: &LinkInfo) -> LinkStats<'_> {
+    LinkStats {
+        code: link.code.as_str(),
+        url: &link.url,
         clicks: link.clicks,
-        created_at: rfc3339(link.created_at)?,
-        expires_at: link.expires_at.map(rfc3339).transpose()?,
-    })
+        created_at: Timestamp(link.created_at),
+        expires_at: link.expires_at.map(Timestamp),
+    }
 }
 
 /// Deletes a link: its owner or an admin key.
@@ -184,10 +249,70 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Unix seconds as RFC 3339 (UTC).
-pub fn rfc3339(unix: i64) -> Result<String> {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .ok_or_else(|| ApiError::Internal(format!("timestamp {unix} out of range")))
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+
+    fn hand_written<T: WriteJson>(value: &T) -> String {
+        let mut buf = BytesMut::new();
+        value.write_json(&mut JsonWriter::new(&mut buf)).unwrap();
+        String::from_utf8(buf.to_vec()).unwrap()
+    }
+
+    const URLS: &[&str] = &[
+        "https://www.example.com/articles/2024/06/how-we-measure-latency?ref=newsletter",
+        "http://h/",
+        r#"http://h/?q=a\b"c"#,
+        "http://h/\u{1}\u{1f}\t\n",
+        "http://bücher.example/ö?ü=✓",
+    ];
+
+    #[test]
+    fn link_bodies_are_byte_for_byte_what_serde_json_writes() {
+        for url in URLS {
+            for expires_at in [None, Some(Timestamp(1_718_086_400))] {
+                for (code, public_url) in [("q3Xz9bK", "http://127.0.0.1:8080"), ("a-b_c", "")] {
+                    let created = LinkCreated {
+                        code,
+                        url,
+                        short_url: ShortUrl { public_url, code },
+                        created_at: Timestamp(1_718_000_000),
+                        expires_at,
+                    };
+                    assert_eq!(
+                        hand_written(&created),
+                        serde_json::to_string(&created).unwrap()
+                    );
+                    let stats = LinkStats {
+                        code,
+                        url,
+                        clicks: u64::MAX,
+                        created_at: Timestamp(-1),
+                        expires_at,
+                    };
+                    assert_eq!(hand_written(&stats), serde_json::to_string(&stats).unwrap());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_unrepresentable_timestamp_is_an_error_not_a_body() {
+        let stats = LinkStats {
+            code: "c",
+            url: "http://h/",
+            clicks: 0,
+            created_at: Timestamp(0),
+            expires_at: Some(Timestamp(i64::MAX)),
+        };
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            stats.write_json(&mut JsonWriter::new(&mut buf)),
+            Err(EncodeError::TimestampOutOfRange(i64::MAX))
+        );
+        let response = write_json_response(StatusCode::OK, &stats);
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

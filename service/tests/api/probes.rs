@@ -121,6 +121,16 @@ async fn openapi_document_describes_the_api() {
     for schema in ["CreateLink", "LinkCreated", "LinkStats", "ErrorBody"] {
         assert!(schemas.contains_key(schema), "{schema} missing");
     }
+    // The bodies are written by hand; the document must still describe what is sent.
+    let created = &schemas["LinkCreated"]["properties"];
+    for field in ["code", "url", "short_url", "created_at"] {
+        assert_eq!(created[field]["type"], "string", "LinkCreated.{field}");
+    }
+    assert_eq!(schemas["LinkStats"]["properties"]["clicks"]["type"], "integer");
+    assert_eq!(
+        schemas["LinkStats"]["properties"]["expires_at"]["type"],
+        serde_json::json!(["string", "null"])
+    );
     assert_eq!(
         doc["components"]["securitySchemes"]["api_key"]["scheme"],
         "bearer"

@@ -1,18 +1,21 @@
-//! JSON response bodies.
+//! Response bodies.
 //!
-//! Measured (benches/benches/encode.rs, `scripts/bench.sh`): with mimalloc, serialising into
-//! a reused per-thread scratch buffer and copying the result into one exact-size body
-//! ([`encode_json`], one allocation, no atomics) is the fastest way to produce a body; it is
-//! what the service uses. The zero-copy alternatives are kept here, tested, because the
-//! benches compare against them:
-//! - [`encode_json_zero_copy`]: bodies split off a per-thread `BytesMut` and frozen (no
-//!   allocation in steady state, but two atomic reference-count operations per body);
-//! - [`BufferPool`]: the same from a bounded `object-pool` (adds its mutex, twice per body).
+//! Measured (benches/benches/encode.rs, `scripts/bench.sh`):
+//! - The link bodies (`POST /v1/links`, `GET /v1/links/{code}`) are written by hand
+//!   ([`json`]) straight into this thread's `BytesMut` and split off as frozen `Bytes`
+//!   ([`write_json_zero_copy`]): no copy, no allocation in steady state.
+//! - Other bodies go through serde: serialised into a reused per-thread scratch buffer and
+//!   copied into one exact-size body ([`encode_json`], one allocation, no atomics), which
+//!   measured as fast as serde into the zero-copy buffer and never pins a shared buffer.
+//! - [`BufferPool`] (a bounded `object-pool`) is kept for the comparison benches: its mutex
+//!   makes it the slowest choice with mimalloc.
 //!
 //! Zero-copy buffers: each body is split off the front of a `BytesMut` and frozen (an O(1)
 //! reference-count operation); when the buffer runs low, `reserve` reclaims its whole
 //! allocation in place once every body cut from it has been dropped. Buffers that held a
 //! huge body are dropped rather than kept.
+
+pub mod json;
 
 use std::cell::RefCell;
 use std::io;
@@ -26,6 +29,8 @@ use bytes::{Bytes, BytesMut};
 use object_pool::Pool;
 use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use self::json::{EncodeError, JsonWriter, WriteJson};
 
 /// Capacity of a pooled buffer: many small JSON bodies are cut from one.
 pub const BUFFER_CAPACITY: usize = 16 * 1024;
@@ -58,6 +63,38 @@ pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
     }
 }
 
+/// `status` with `value` written by its hand-written [`WriteJson`] as the body (zero-copy).
+pub fn write_json_response<T: WriteJson>(status: StatusCode, value: &T) -> Response {
+    match write_json_zero_copy(value) {
+        Ok(body) => bytes_response(status, body),
+        Err(err) => {
+            tracing::error!(error = %err, "failed to encode a JSON response");
+            bytes_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Bytes::from_static(INTERNAL_ERROR_BODY),
+            )
+        }
+    }
+}
+
+/// `value`'s hand-written JSON, cut from this thread's buffer: no copy, no lock, no
+/// allocation in steady state.
+pub fn write_json_zero_copy<T: WriteJson>(value: &T) -> Result<Bytes, EncodeError> {
+    zero_copy(|buf| value.write_json(&mut JsonWriter::new(buf)))
+}
+
+/// `value`'s hand-written JSON, written into this thread's buffer and copied into an
+/// exact-size body (the comparison for [`write_json_zero_copy`]).
+pub fn write_json_copy<T: WriteJson>(value: &T) -> Result<Bytes, EncodeError> {
+    with_local_buffer(|buf| {
+        buf.clear();
+        let result = value.write_json(&mut JsonWriter::new(buf));
+        let body = result.map(|()| Bytes::copy_from_slice(buf));
+        buf.clear();
+        body
+    })
+}
+
 /// `value` as JSON: serialised into this thread's scratch buffer, copied into an exact-size body.
 pub fn encode_json<T: Serialize>(value: &T) -> serde_json::Result<Bytes> {
     thread_local! {
@@ -83,37 +120,56 @@ pub fn encode_json_pooled<T: Serialize>(value: &T) -> serde_json::Result<Bytes> 
     POOL.encode_json(value)
 }
 
-/// `value` as JSON cut from this thread's own buffer: no lock, no allocation in steady state.
+/// `value` as JSON (serde) cut from this thread's own buffer: no lock, no allocation in
+/// steady state.
 pub fn encode_json_zero_copy<T: Serialize>(value: &T) -> serde_json::Result<Bytes> {
+    zero_copy(|buf| serde_json::to_writer(BytesWriter(buf), value))
+}
+
+/// Runs `write` at the end of this thread's buffer and splits what it wrote off as frozen
+/// `Bytes`. The buffer is left empty (also on error), sharing its allocation with the body.
+fn zero_copy<E>(write: impl FnOnce(&mut BytesMut) -> Result<(), E>) -> Result<Bytes, E> {
+    with_local_buffer(|buf| {
+        let body = write_split(buf, write)?;
+        if body.len() > MAX_POOLED_CAPACITY {
+            *buf = BytesMut::with_capacity(BUFFER_CAPACITY);
+        }
+        Ok(body)
+    })
+}
+
+/// `f` with this thread's `BytesMut`, or with a fresh one when a body is written while
+/// another is being written on this thread (a `Serialize` impl that encodes a response).
+fn with_local_buffer<R>(f: impl FnOnce(&mut BytesMut) -> R) -> R {
     thread_local! {
         static LOCAL: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(BUFFER_CAPACITY));
     }
     LOCAL.with(|local| match local.try_borrow_mut() {
-        Ok(mut buf) => {
-            let body = encode_into(&mut buf, value)?;
-            if body.len() > MAX_POOLED_CAPACITY {
-                *buf = BytesMut::with_capacity(BUFFER_CAPACITY);
-            }
-            Ok(body)
-        }
-        // A `Serialize` impl that itself encodes a response: use a fresh buffer.
-        Err(_) => encode_into(&mut BytesMut::new(), value),
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut BytesMut::new()),
     })
 }
 
-/// Serialises `value` at the end of `buf` and splits it off as frozen `Bytes`.
-/// `buf` is left empty (also on error), sharing its allocation with the body.
-pub fn encode_into<T: Serialize>(buf: &mut BytesMut, value: &T) -> serde_json::Result<Bytes> {
+fn write_split<E>(
+    buf: &mut BytesMut,
+    write: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<Bytes, E> {
     buf.clear();
     // Reclaims the whole allocation in place when every earlier body is gone.
     buf.reserve(MIN_FREE);
-    match serde_json::to_writer(BytesWriter(buf), value) {
+    match write(buf) {
         Ok(()) => Ok(buf.split().freeze()),
         Err(err) => {
             buf.clear();
             Err(err)
         }
     }
+}
+
+/// Serialises `value` at the end of `buf` and splits it off as frozen `Bytes`.
+/// `buf` is left empty (also on error), sharing its allocation with the body.
+pub fn encode_into<T: Serialize>(buf: &mut BytesMut, value: &T) -> serde_json::Result<Bytes> {
+    write_split(buf, |buf| serde_json::to_writer(BytesWriter(buf), value))
 }
 
 /// `io::Write` straight into a `BytesMut` (bytes' own `Writer` goes through the generic
