@@ -358,6 +358,12 @@ fn targets(rows: &[Row]) -> Vec<TargetCheck> {
             1.0,
         ),
         ratio(
+            "token bucket check at a fixed instant (no clock read) vs governor",
+            "token_bucket/no_clock/linkr",
+            "token_bucket/no_clock/governor",
+            1.0,
+        ),
+        ratio(
             "token bucket check, 2 threads, vs governor",
             "token_bucket/contended_x2/linkr",
             "token_bucket/contended_x2/governor",

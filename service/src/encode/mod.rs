@@ -51,21 +51,16 @@ static POOL: LazyLock<BufferPool> =
 
 /// `status` with `value` as an `application/json` body.
 pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
-    match encode_json(value) {
-        Ok(body) => bytes_response(status, body),
-        Err(err) => {
-            tracing::error!(error = %err, "failed to encode a JSON response");
-            bytes_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Bytes::from_static(INTERNAL_ERROR_BODY),
-            )
-        }
-    }
+    json_or_500(status, encode_json(value))
 }
 
 /// `status` with `value` written by its hand-written [`WriteJson`] as the body (zero-copy).
 pub fn write_json_response<T: WriteJson>(status: StatusCode, value: &T) -> Response {
-    match write_json_zero_copy(value) {
+    json_or_500(status, write_json_zero_copy(value))
+}
+
+fn json_or_500(status: StatusCode, body: Result<Bytes, impl std::fmt::Display>) -> Response {
+    match body {
         Ok(body) => bytes_response(status, body),
         Err(err) => {
             tracing::error!(error = %err, "failed to encode a JSON response");

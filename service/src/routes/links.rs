@@ -97,12 +97,7 @@ impl WriteJson for LinkCreated<'_> {
         out.string(self.url);
         out.raw(r#","short_url":"#);
         out.string_parts(&[self.short_url.public_url, "/", self.short_url.code]);
-        out.raw(r#","created_at":"#);
-        out.timestamp(self.created_at.0)?;
-        out.raw(r#","expires_at":"#);
-        out.opt_timestamp(self.expires_at.map(|t| t.0))?;
-        out.raw("}");
-        Ok(())
+        write_times_and_close(out, self.created_at, self.expires_at)
     }
 }
 
@@ -115,13 +110,23 @@ impl WriteJson for LinkStats<'_> {
         out.string(self.url);
         out.raw(r#","clicks":"#);
         out.u64(self.clicks);
-        out.raw(r#","created_at":"#);
-        out.timestamp(self.created_at.0)?;
-        out.raw(r#","expires_at":"#);
-        out.opt_timestamp(self.expires_at.map(|t| t.0))?;
-        out.raw("}");
-        Ok(())
+        write_times_and_close(out, self.created_at, self.expires_at)
     }
+}
+
+/// The two fields both link bodies end with, and the closing brace.
+#[inline]
+fn write_times_and_close(
+    out: &mut JsonWriter<'_>,
+    created_at: Timestamp,
+    expires_at: Option<Timestamp>,
+) -> std::result::Result<(), EncodeError> {
+    out.raw(r#","created_at":"#);
+    out.timestamp(created_at.0)?;
+    out.raw(r#","expires_at":"#);
+    out.opt_timestamp(expires_at.map(|t| t.0))?;
+    out.raw("}");
+    Ok(())
 }
 
 /// Creates a link; answers only once it is durable.

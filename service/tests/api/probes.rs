@@ -126,7 +126,10 @@ async fn openapi_document_describes_the_api() {
     for field in ["code", "url", "short_url", "created_at"] {
         assert_eq!(created[field]["type"], "string", "LinkCreated.{field}");
     }
-    assert_eq!(schemas["LinkStats"]["properties"]["clicks"]["type"], "integer");
+    assert_eq!(
+        schemas["LinkStats"]["properties"]["clicks"]["type"],
+        "integer"
+    );
     assert_eq!(
         schemas["LinkStats"]["properties"]["expires_at"]["type"],
         serde_json::json!(["string", "null"])
