@@ -126,7 +126,7 @@ fn warm_pool() -> (BufferPool, Link) {
     (pool, link)
 }
 
-/// What the service does: hand-written JSON, zero-copy.
+// What the service does: hand-written JSON, zero-copy.
 #[library_benchmark]
 #[bench::linkr_zero_copy(warm_link())]
 fn link_json(link: Link) -> (Bytes, Link) {

@@ -7,8 +7,12 @@
 //! seen: each route's labelled children are resolved once and kept in a small append-only
 //! table that lookups only read.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -19,8 +23,9 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
+use tower::{Layer, Service, ServiceExt};
 
-use crate::alloc::{self, AllocCount};
+use crate::alloc::{self, AllocCount, Tracked};
 
 /// Route label of requests that matched no route.
 pub const UNMATCHED: &str = "unmatched";
@@ -377,7 +382,7 @@ impl Metrics {
             .get_or_insert(pattern.unwrap_or(UNMATCHED), &self.families)
     }
 
-    /// Records one finished request (what [`track_request`] does after each response).
+    /// Records one finished request (what [`MetricsLayer`] does after each response).
     pub fn observe_request(
         &self,
         route: Option<&str>,
@@ -458,16 +463,17 @@ impl Metrics {
     }
 }
 
-struct InFlight<'a>(&'a IntGauge);
+/// Counts a request as in flight until dropped (also when the request is cancelled).
+struct InFlight(IntGauge);
 
-impl<'a> InFlight<'a> {
-    fn enter(g: &'a IntGauge) -> Self {
-        g.inc();
-        Self(g)
+impl InFlight {
+    fn enter(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -475,31 +481,115 @@ impl Drop for InFlight<'_> {
 
 /// Middleware: RED metrics and per-request allocations by route pattern.
 ///
-/// Install with `axum::middleware::from_fn_with_state(metrics, track_request)` through
-/// `Router::layer` (so the matched path is known). Allocations are charged from the call of the
-/// inner service to its response head; a body streamed afterwards is not included, and neither
-/// is the middleware's own boxed future.
+/// Install through `Router::layer` or on a handler, where routing has happened, so that the
+/// matched path is known. Allocations are charged from the call of the inner service to its
+/// response head; a body streamed afterwards is not included. The middleware itself does not
+/// allocate: its future holds the inner one unboxed.
+#[derive(Clone)]
+pub struct MetricsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl MetricsLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService {
+            inner,
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+}
+
+/// The service of [`MetricsLayer`].
+#[derive(Clone)]
+pub struct MetricsService<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Service<Request> for MetricsService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = MetricsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        let method = method_index(req.method());
+        let in_flight = InFlight::enter(&self.metrics.in_flight);
+        let start = Instant::now();
+        let (inner, allocs_in_call) = alloc::count(|| self.inner.call(req));
+        MetricsFuture {
+            inner: alloc::track(inner),
+            allocs_in_call,
+            metrics: Arc::clone(&self.metrics),
+            route,
+            method,
+            start,
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Response future of [`MetricsService`].
+    pub struct MetricsFuture<F> {
+        #[pin]
+        inner: Tracked<F>,
+        allocs_in_call: AllocCount,
+        metrics: Arc<Metrics>,
+        route: Option<MatchedPath>,
+        method: usize,
+        start: Instant,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F> Future for MetricsFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let (Ok(response), allocs) = ready!(this.inner.poll(cx));
+        this.metrics
+            .route(this.route.as_ref().map(MatchedPath::as_str))
+            .observe(
+                &this.metrics.families,
+                *this.method,
+                response.status(),
+                this.start.elapsed(),
+                *this.allocs_in_call + allocs,
+            );
+        this.in_flight.take();
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// [`MetricsLayer`] as a function for `axum::middleware::from_fn_with_state(metrics,
+/// track_request)`, for apps that assemble their middleware that way. It records the same
+/// metrics; `from_fn` itself boxes and clones per request.
 pub async fn track_request(
     State(metrics): State<Arc<Metrics>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let route = metrics.route(
-        req.extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str),
-    );
-    let method = method_index(req.method());
-    let _in_flight = InFlight::enter(&metrics.in_flight);
-    let start = Instant::now();
-    let (response, allocs) = alloc::track(next.run(req)).await;
-    route.observe(
-        &metrics.families,
-        method,
-        response.status(),
-        start.elapsed(),
-        allocs,
-    );
+    let Ok(response) = MetricsLayer::new(metrics).layer(next).oneshot(req).await;
     response
 }
 
