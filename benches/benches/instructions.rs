@@ -23,12 +23,11 @@ use linkr::encode::{
     BUFFER_CAPACITY, BufferPool, encode_json, encode_json_zero_copy, write_json_copy,
     write_json_zero_copy,
 };
-use linkr::ratelimit::{Decision, KeyedLimiter, Quota, TokenBucket};
+use linkr::ratelimit::{self, Decision, Instant, KeyedLimiter, Quota, TokenBucket};
 use linkr::routes::links::LinkCreated;
 use linkr::store::{Lookup, NewLink, Store, StoreConfig};
 use linkr::{AppState, api_router};
 use linkr_benches::alternatives::{sample_link, to_string_copy, to_vec_bytes};
-use tokio::time::Instant;
 use tower::ServiceExt;
 
 const QUOTA: Quota = Quota {
@@ -63,7 +62,7 @@ library_benchmark_group!(
 );
 
 fn bucket() -> (TokenBucket, Instant) {
-    let now = Instant::now();
+    let now = ratelimit::now();
     (TokenBucket::with_base(QUOTA, now), now)
 }
 
@@ -74,7 +73,7 @@ fn empty_bucket() -> (TokenBucket, Instant) {
 }
 
 fn keyed() -> (KeyedLimiter<u64>, Instant) {
-    let now = Instant::now();
+    let now = ratelimit::now();
     let limiter = KeyedLimiter::new(QUOTA);
     for key in 0..64 {
         limiter.check(&key, now);

@@ -4,23 +4,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use linkr::encode::json::Timestamp;
-use linkr::routes::links::{LinkCreated, ShortUrl};
+use linkr::ratelimit::Instant;
+use linkr::routes::links::LinkCreated;
 use serde::Serialize;
-use tokio::time::Instant;
 
 /// A link as `POST /v1/links` returns it (the service's own body type), a typical size.
 pub fn sample_link() -> LinkCreated<'static> {
-    LinkCreated {
-        code: "q3Xz9bK",
-        url: "https://www.example.com/articles/2024/06/how-we-measure-latency?ref=newsletter",
-        short_url: ShortUrl {
-            public_url: "http://127.0.0.1:8080",
-            code: "q3Xz9bK",
-        },
-        created_at: Timestamp(1_718_000_000),
-        expires_at: Some(Timestamp(1_718_086_400)),
-    }
+    LinkCreated::example()
 }
 
 /// Length of [`sample_link`]'s JSON body.

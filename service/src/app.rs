@@ -19,7 +19,7 @@ use crate::auth::ApiKeys;
 use crate::clock::Clock;
 use crate::config::{Config, humanize};
 use crate::metrics::Metrics;
-use crate::ratelimit::KeyedLimiter;
+use crate::ratelimit::{KeyedLimiter, LimiterClock};
 use crate::routes::{Health, startup_router};
 use crate::server::{App, ServeOptions, Server};
 use crate::store::{RemoteConfig, Store, StoreConfig, StoreError};
@@ -125,6 +125,17 @@ impl AppState {
             metrics,
             access_log: config.access_log,
         }))
+    }
+
+    /// This state with its rate limiters reading `clock` (tests pass `LimiterClock::mock()`).
+    /// Call it before the state is shared.
+    pub fn with_limiter_clock(mut self, clock: LimiterClock) -> Self {
+        let inner = Arc::get_mut(&mut self.0).expect("with_limiter_clock on a shared AppState");
+        inner.key_limiter =
+            (inner.key_limiter.take()).map(|l| KeyedLimiter::with_clock(l.quota(), clock.clone()));
+        inner.ip_limiter =
+            (inner.ip_limiter.take()).map(|l| KeyedLimiter::with_clock(l.quota(), clock.clone()));
+        self
     }
 }
 
@@ -332,12 +343,11 @@ fn spawn_limiter_housekeeping(
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = every.tick() => {
-                    let now = tokio::time::Instant::now();
                     if let Some(l) = &state.key_limiter {
-                        l.retain_recent(now);
+                        l.retain_recent(l.now());
                     }
                     if let Some(l) = &state.ip_limiter {
-                        l.retain_recent(now);
+                        l.retain_recent(l.now());
                     }
                 }
             }

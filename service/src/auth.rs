@@ -106,7 +106,7 @@ pub async fn require_api_key(
     let decision = state
         .key_limiter
         .as_ref()
-        .map(|limiter| limiter.check(&caller.key_index, tokio::time::Instant::now()));
+        .map(|limiter| limiter.check_now(&caller.key_index));
     if let Some(d) = &decision
         && !d.is_allowed()
     {

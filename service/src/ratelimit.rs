@@ -6,17 +6,38 @@
 //! (`1s / per_second`); admitting moves the TAT on by `T`. This is exactly a
 //! token bucket of `burst` tokens refilled at `per_second`, updated with one
 //! compare-and-swap. Time is passed in, so callers (and tests) own the clock.
+//!
+//! The clock is `quanta` (governor's default too): it reads the TSC, less than half the cost of
+//! `Instant::now()` on this VM (`token_bucket/clock/*` in `benches/benches/token_bucket.rs`),
+//! and falls back to the OS clock where the TSC is not invariant. A [`KeyedLimiter`] owns its
+//! clock ([`KeyedLimiter::check_now`]), so tests can give it `quanta::Clock::mock()`. The
+//! first read calibrates the clock (up to 200 ms), so limiters read it when they are built.
 
 use std::hash::Hash;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio::time::Instant;
+pub use quanta::{Clock as LimiterClock, Instant, Mock as MockClock};
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 /// Largest offset from the base kept exactly; leaves headroom for adding intervals.
 const MAX_NANOS: u64 = u64::MAX / 2;
+
+static CLOCK: LazyLock<LimiterClock> = LazyLock::new(LimiterClock::new);
+
+/// The limiters' default clock (one TSC read, scaled to nanoseconds). `quanta::Instant::now()`
+/// reads the same clock but first checks for a thread-local mock, which costs a few ns more.
+pub fn clock() -> LimiterClock {
+    CLOCK.clone()
+}
+
+/// Now, on the limiters' default clock.
+#[inline]
+pub fn now() -> Instant {
+    CLOCK.now()
+}
 
 /// Requests per second and burst size. `per_second == 0` disables limiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +155,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     pub fn new(quota: Quota) -> Self {
-        Self::with_base(quota, Instant::now())
+        Self::with_base(quota, now())
     }
 
     /// A bucket whose clock starts at `base` (full at `base`); instants before it count as `base`.
@@ -213,6 +234,7 @@ impl TokenBucket {
 #[derive(Debug)]
 pub struct KeyedLimiter<K: Hash + Eq> {
     quota: Quota,
+    clock: LimiterClock,
     base: Instant,
     buckets: DashMap<K, TokenBucket>,
 }
@@ -222,11 +244,29 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     pub const IDLE_GRACE: Duration = Duration::from_secs(1);
 
     pub fn new(quota: Quota) -> Self {
+        Self::with_clock(quota, clock())
+    }
+
+    /// A limiter reading `clock` in [`Self::check_now`].
+    pub fn with_clock(quota: Quota, clock: LimiterClock) -> Self {
         Self {
             quota,
-            base: Instant::now(),
+            base: clock.now(),
+            clock,
             buckets: DashMap::new(),
         }
+    }
+
+    /// Now, on this limiter's clock.
+    #[inline]
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// [`Self::check`] at [`Self::now`].
+    #[inline]
+    pub fn check_now(&self, key: &K) -> Decision {
+        self.check(key, self.now())
     }
 
     pub fn quota(&self) -> Quota {
@@ -285,7 +325,7 @@ mod tests {
 
     #[test]
     fn admits_the_burst_then_denies() {
-        let t0 = Instant::now();
+        let t0 = now();
         let bucket = TokenBucket::with_base(quota(10, 5), t0);
         for expected_remaining in (0..5).rev() {
             let decision = bucket.check(t0);
@@ -302,7 +342,7 @@ mod tests {
 
     #[test]
     fn refills_at_the_configured_rate() {
-        let t0 = Instant::now();
+        let t0 = now();
         let bucket = TokenBucket::with_base(quota(10, 5), t0);
         assert_eq!(admitted(&bucket, t0, 100), 5);
 
@@ -318,7 +358,7 @@ mod tests {
 
     #[test]
     fn retry_after_is_the_time_until_the_next_token() {
-        let t0 = Instant::now();
+        let t0 = now();
         let bucket = TokenBucket::with_base(quota(2, 1), t0);
         assert!(bucket.check(t0).is_allowed());
 
@@ -340,7 +380,7 @@ mod tests {
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
-        let t0 = Instant::now();
+        let t0 = now();
         let bucket = TokenBucket::with_base(quota(1, 3), t0);
         assert_eq!(admitted(&bucket, t0, 3), 3);
         let denied = bucket.check(t0 + Duration::from_millis(250));
@@ -351,7 +391,7 @@ mod tests {
 
     #[test]
     fn reset_counts_down_to_a_full_bucket() {
-        let t0 = Instant::now();
+        let t0 = now();
         let bucket = TokenBucket::with_base(quota(4, 4), t0);
         let first = bucket.check(t0);
         assert_eq!(first.reset(), Duration::from_millis(250));
@@ -362,7 +402,7 @@ mod tests {
 
     #[test]
     fn zero_rate_disables_the_limit() {
-        let t0 = Instant::now();
+        let t0 = now();
         let bucket = TokenBucket::with_base(Quota::DISABLED, t0);
         assert_eq!(admitted(&bucket, t0, 10_000), 10_000);
         assert_eq!(bucket.check(t0), Decision::UNLIMITED);
@@ -375,7 +415,7 @@ mod tests {
     #[test]
     fn remaining_counts_whole_tokens_left() {
         for (per_second, burst) in [(1, 1), (3, 7), (1000, 50), (100_000_000, 1000)] {
-            let t0 = Instant::now();
+            let t0 = now();
             let bucket = TokenBucket::with_base(quota(per_second, burst), t0);
             for expected in (0..burst).rev() {
                 assert_eq!(bucket.check(t0).remaining(), expected);
@@ -394,21 +434,21 @@ mod tests {
 
     #[test]
     fn zero_burst_still_admits_one() {
-        let t0 = Instant::now();
+        let t0 = now();
         let bucket = TokenBucket::with_base(quota(1, 0), t0);
         assert_eq!(admitted(&bucket, t0, 10), 1);
     }
 
     #[test]
     fn instants_before_the_base_count_as_the_base() {
-        let t0 = Instant::now();
+        let t0 = now();
         let bucket = TokenBucket::with_base(quota(1, 2), t0 + Duration::from_secs(5));
         assert_eq!(admitted(&bucket, t0, 10), 2);
     }
 
     #[test]
     fn keys_have_separate_buckets() {
-        let t0 = Instant::now();
+        let t0 = now();
         let limiter = KeyedLimiter::new(quota(1, 2));
         assert!(limiter.check(&"a", t0).is_allowed());
         assert!(limiter.check(&"a", t0).is_allowed());
@@ -419,7 +459,7 @@ mod tests {
 
     #[test]
     fn retain_recent_evicts_only_idle_full_buckets() {
-        let t0 = Instant::now();
+        let t0 = now();
         let limiter = KeyedLimiter::new(quota(1, 2));
         limiter.check(&"old", t0);
         limiter.check(&"old", t0);
@@ -441,7 +481,7 @@ mod tests {
 
     #[test]
     fn eviction_changes_no_decision() {
-        let t0 = Instant::now();
+        let t0 = now();
         let limiter = KeyedLimiter::new(quota(1, 3));
         limiter.check(&"k", t0);
         let later = t0 + Duration::from_secs(5);
@@ -457,7 +497,7 @@ mod tests {
 
     #[test]
     fn two_threads_at_one_instant_share_exactly_one_burst() {
-        let t0 = Instant::now();
+        let t0 = now();
         let bucket = TokenBucket::with_base(quota(1, 1000), t0);
         let start = Barrier::new(2);
         let total = AtomicUsize::new(0);
@@ -478,7 +518,7 @@ mod tests {
         const PER_SECOND: u32 = 1000;
         const BURST: u32 = 50;
         const STEPS: u64 = 200_000;
-        let t0 = Instant::now();
+        let t0 = now();
         let bucket = TokenBucket::with_base(quota(PER_SECOND, BURST), t0);
         let clock = AtomicU64::new(0);
         let start = Barrier::new(2);

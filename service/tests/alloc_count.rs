@@ -250,20 +250,10 @@ fn distinct(v: &[usize]) -> usize {
 
 #[test]
 fn link_bodies_are_written_without_allocating() {
-    use linkr::encode::json::Timestamp;
     use linkr::encode::{write_json_copy, write_json_zero_copy};
-    use linkr::routes::links::{LinkCreated, ShortUrl};
+    use linkr::routes::links::LinkCreated;
 
-    let created = LinkCreated {
-        code: "q3Xz9bK",
-        url: "https://www.example.com/articles/2024/06/how-we-measure-latency?ref=newsletter",
-        short_url: ShortUrl {
-            public_url: "http://127.0.0.1:8080",
-            code: "q3Xz9bK",
-        },
-        created_at: Timestamp(1_718_000_000),
-        expires_at: Some(Timestamp(1_718_086_400)),
-    };
+    let created = LinkCreated::example();
     // Warm this thread's buffer; bodies are dropped as a server drops them once written.
     drop(write_json_zero_copy(&created).unwrap());
     for _ in 0..1000 {

@@ -316,20 +316,27 @@ struct TargetCheck {
 
 fn targets(rows: &[Row]) -> Vec<TargetCheck> {
     let by_id: BTreeMap<&str, &Row> = rows.iter().map(|r| (r.id.as_str(), r)).collect();
-    let time = |id: &str| by_id.get(id).map(|r| r.time_ns);
     let allocs = |id: &str| {
         by_id
             .get(id)
             .and_then(|r| r.allocs.as_ref())
             .map(|a| a.allocs_per_iter)
     };
+    // A ratio passes unless it is significantly above `max`: its interval (from the two
+    // benches' 95% confidence intervals) lies wholly above. A tie within noise passes, and
+    // the interval is printed so the reader sees how close it was.
     let ratio = |what: &str, a: &str, b: &str, max: f64| {
-        let value = time(a).zip(time(b)).map(|(a, b)| a / b);
+        let value = by_id
+            .get(a)
+            .zip(by_id.get(b))
+            .map(|(a, b)| (a.time_ns / b.time_ns, a.lo_ns / b.hi_ns, a.hi_ns / b.lo_ns));
         TargetCheck {
             what: what.into(),
-            measured: value.map_or("not run".into(), |v| format!("{v:.2}x ({a} / {b})")),
+            measured: value.map_or("not run".into(), |(v, lo, hi)| {
+                format!("{v:.3}x, 95% CI {lo:.3}..{hi:.3}x ({a} / {b})")
+            }),
             target: format!("<= {max}x"),
-            pass: value.map(|v| v <= max),
+            pass: value.map(|(_, lo, _)| lo <= max),
         }
     };
     let zero = |what: &str, ids: &[&str]| {

@@ -52,6 +52,22 @@ pub struct LinkCreated<'a> {
     pub expires_at: Option<Timestamp>,
 }
 
+impl LinkCreated<'static> {
+    /// A typical body (an 80-byte URL with an expiry), for tests and benchmarks.
+    pub fn example() -> Self {
+        Self {
+            code: "q3Xz9bK",
+            url: "https://www.example.com/articles/2024/06/how-we-measure-latency?ref=newsletter",
+            short_url: ShortUrl {
+                public_url: "http://127.0.0.1:8080",
+                code: "q3Xz9bK",
+            },
+            created_at: Timestamp(1_718_000_000),
+            expires_at: Some(Timestamp(1_718_086_400)),
+        }
+    }
+}
+
 /// `200` body of `GET /v1/links/{code}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LinkStats<'a> {

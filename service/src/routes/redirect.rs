@@ -27,7 +27,7 @@ pub async fn redirect(State(state): State<AppState>, req: Request) -> Response {
     if let Some(limiter) = &state.ip_limiter
         && let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>()
     {
-        let decision = limiter.check(&peer.ip(), tokio::time::Instant::now());
+        let decision = limiter.check_now(&peer.ip());
         if !decision.is_allowed() {
             state.metrics.rate_limited("/{code}");
             return ApiError::RateLimited(decision).into_response();

@@ -1,7 +1,8 @@
-//! Token bucket per API key on `/v1/*` and per client IP on redirects, under tokio's paused
+//! Token bucket per API key on `/v1/*` and per client IP on redirects, on a mock limiter
 //! clock: time moves only when the test advances it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -10,7 +11,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
 use linkr::app::{AppState, api_router};
 use linkr::clock::Clock;
-use linkr::ratelimit::Quota;
+use linkr::ratelimit::{LimiterClock, MockClock, Quota};
 use linkr::store::{Store, StoreConfig};
 use tower::ServiceExt;
 
@@ -18,7 +19,14 @@ use crate::helpers::{ALICE, BOB, T0, test_config};
 
 struct Limited {
     router: Router,
+    time: Arc<MockClock>,
     _dir: tempfile::TempDir,
+}
+
+impl Limited {
+    fn advance(&self, by: Duration) {
+        self.time.increment(by);
+    }
 }
 
 fn limited(per_second: u32, burst: u32) -> Limited {
@@ -27,8 +35,10 @@ fn limited(per_second: u32, burst: u32) -> Limited {
     config.rate_limit = Quota { per_second, burst };
     let clock = Clock::manual(T0);
     let store = Store::open(StoreConfig::new(dir.path()), clock.clone()).unwrap();
+    let (limiter_clock, time) = LimiterClock::mock();
     Limited {
-        router: api_router(AppState::new(&config, store, clock)),
+        router: api_router(AppState::new(&config, store, clock).with_limiter_clock(limiter_clock)),
+        time,
         _dir: dir,
     }
 }
@@ -53,7 +63,7 @@ fn header<'a>(r: &'a Response<Body>, name: &str) -> &'a str {
     r.headers()[name].to_str().unwrap()
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn per_key_bucket_refills_at_the_rate() {
     let l = limited(2, 3);
     for remaining in ["2", "1", "0"] {
@@ -84,9 +94,9 @@ async fn per_key_bucket_refills_at_the_rate() {
         "bob has his own bucket"
     );
 
-    tokio::time::advance(Duration::from_millis(499)).await;
+    l.advance(Duration::from_millis(499));
     assert_eq!(api_get(&l.router, ALICE).await.status(), 429);
-    tokio::time::advance(Duration::from_millis(1)).await;
+    l.advance(Duration::from_millis(1));
     assert_eq!(
         api_get(&l.router, ALICE).await.status(),
         404,
@@ -94,7 +104,7 @@ async fn per_key_bucket_refills_at_the_rate() {
     );
     assert_eq!(api_get(&l.router, ALICE).await.status(), 429);
 
-    tokio::time::advance(Duration::from_secs(60)).await;
+    l.advance(Duration::from_secs(60));
     let statuses: Vec<u16> = {
         let mut v = Vec::new();
         for _ in 0..5 {
@@ -109,19 +119,19 @@ async fn per_key_bucket_refills_at_the_rate() {
     );
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn retry_after_is_whole_seconds_rounded_up() {
     let l = limited(1, 1);
     assert_eq!(api_get(&l.router, ALICE).await.status(), 404);
-    tokio::time::advance(Duration::from_millis(100)).await;
+    l.advance(Duration::from_millis(100));
     let denied = api_get(&l.router, ALICE).await;
     assert_eq!(denied.status(), 429);
     assert_eq!(header(&denied, "retry-after"), "1", "900ms rounds up");
-    tokio::time::advance(Duration::from_millis(900)).await;
+    l.advance(Duration::from_millis(900));
     assert_eq!(api_get(&l.router, ALICE).await.status(), 404);
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn unauthenticated_requests_are_401_not_counted() {
     let l = limited(1, 1);
     for _ in 0..3 {
@@ -130,7 +140,7 @@ async fn unauthenticated_requests_are_401_not_counted() {
     assert_eq!(api_get(&l.router, ALICE).await.status(), 404);
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn redirects_are_limited_per_client_ip() {
     let l = limited(10, 2);
     assert_eq!(redirect_from(&l.router, [10, 0, 0, 1]).await.status(), 404);
@@ -144,11 +154,11 @@ async fn redirects_are_limited_per_client_ip() {
         404,
         "other IP"
     );
-    tokio::time::advance(Duration::from_millis(100)).await;
+    l.advance(Duration::from_millis(100));
     assert_eq!(redirect_from(&l.router, [10, 0, 0, 1]).await.status(), 404);
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn zero_rate_disables_limiting() {
     let l = limited(0, 0);
     for _ in 0..50 {
