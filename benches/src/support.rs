@@ -7,7 +7,7 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::sync::Barrier;
+use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
@@ -38,25 +38,47 @@ pub struct AllocsPerIter {
     pub iters: u64,
 }
 
-/// The directory criterion writes to, found the way criterion finds it.
+/// The directory criterion writes to, found the way criterion finds it
+/// (`CRITERION_HOME`, `CARGO_TARGET_DIR`, then `cargo metadata`), so the allocation
+/// files land beside criterion's own even when `target` is a symlink or was made by hand.
 pub fn criterion_dir() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return PathBuf::from(home);
-    }
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(home) = std::env::var_os("CRITERION_HOME") {
+            return PathBuf::from(home);
+        }
+        cargo_target_dir()
+            .unwrap_or_else(|| PathBuf::from("target"))
+            .join("criterion")
+    })
+    .clone()
+}
+
+fn cargo_target_dir() -> Option<PathBuf> {
     if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(target).join("criterion");
+        return Some(PathBuf::from(target));
     }
-    // Bench binaries live in <target>/<profile>/deps/, tools in <target>/<profile>/;
-    // cargo marks <target> with CACHEDIR.TAG.
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| {
-            exe.ancestors()
-                .skip(1)
-                .find(|dir| dir.join("CACHEDIR.TAG").is_file())
-                .map(|target| target.join("criterion"))
-        })
-        .unwrap_or_else(|| PathBuf::from("target/criterion"))
+    #[derive(Deserialize)]
+    struct Metadata {
+        target_directory: PathBuf,
+    }
+    // cargo sets CARGO for `cargo bench` and `cargo run`; criterion asks it the same way.
+    let output = std::process::Command::new(std::env::var_os("CARGO")?)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let metadata: Metadata = serde_json::from_slice(&output.stdout).ok()?;
+    Some(metadata.target_directory)
 }
 
 pub fn allocs_dir() -> PathBuf {

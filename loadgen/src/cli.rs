@@ -133,6 +133,20 @@ pub struct CompareArgs {
     pub max_regression: f64,
 }
 
+/// Like [`parse_duration`], also accepting zero (`0`, `0s`, `0ms`) to turn a phase off.
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let unit_at = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(unit_at);
+    let known_unit = matches!(unit, "" | "s" | "ms" | "us" | "µs" | "m" | "h");
+    if known_unit && num.parse::<f64>() == Ok(0.0) {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
+}
+
 /// Parses `10s`, `500ms`, `250us`, `2m`, `1h`, `1.5s`; a bare number is seconds. Must be > 0.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -408,6 +422,13 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5d").is_err());
+
+        for zero in ["0", "0s", "0ms", "0.0s"] {
+            assert_eq!(parse_duration_or_zero(zero), Ok(Duration::ZERO), "{zero}");
+        }
+        assert_eq!(parse_duration_or_zero("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration_or_zero("0d").is_err());
+        assert!(parse_duration_or_zero("-1s").is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use crate::cli::parse_duration;
+use crate::cli::{parse_duration, parse_duration_or_zero};
 use crate::driver::{self, StepConfig, StepResult, run_step};
 use crate::environment::{self, ServiceFacts};
 use crate::error::LoadgenError;
@@ -110,6 +110,11 @@ pub struct KneeArgs {
     /// window at the knee, plus start-up and seeding) a run takes about two minutes, under three.
     #[arg(long, value_name = "D", default_value = "8s", value_parser = parse_duration)]
     pub step: Duration,
+
+    /// Unmeasured traffic at --start-rate before step 1, so that step is not judged on cold
+    /// start (new connections, cold caches, the service's allocator growing). 0 skips it.
+    #[arg(long, value_name = "D", default_value = "2s", value_parser = parse_duration_or_zero)]
+    pub warm_up: Duration,
 
     /// Step budget (at most 10).
     #[arg(long, value_name = "N", default_value_t = MAX_STEPS, value_parser = clap::value_parser!(u32).range(1..=MAX_STEPS as i64))]
@@ -769,6 +774,20 @@ pub async fn run_against(args: &KneeArgs, target: Target) -> Result<Outcome, Loa
     ));
     let mut steps: Vec<StepRecord> = Vec::new();
     let mut interrupted = false;
+    if !args.warm_up.is_zero() {
+        eprintln!(
+            "warm-up: {:.1?} at {} req/s (not judged)",
+            args.warm_up,
+            report::fmt_rate(args.start_rate)
+        );
+        match run_step(&step_config(args.start_rate, args.warm_up, None)).await {
+            // The loop below sees the interrupt at once and writes the (empty) report.
+            Err(LoadgenError::Interrupted) => {}
+            r => {
+                r?;
+            }
+        }
+    }
     while let Some(rate) = search.next_rate() {
         let index = steps.len() + 1;
         let stem = format!("step-{index:02}-{}", rate.round() as u64);
@@ -897,6 +916,13 @@ pub async fn run_against(args: &KneeArgs, target: Target) -> Result<Outcome, Loa
         )),
         SearchEnd::NothingPassed => search_notes.push("No step passed.".into()),
     }
+    if !args.warm_up.is_zero() {
+        search_notes.push(format!(
+            "Step 1 followed {:.1} s of unmeasured warm-up traffic at {} req/s (--warm-up).",
+            args.warm_up.as_secs_f64(),
+            report::fmt_rate(args.start_rate)
+        ));
+    }
     if interrupted {
         search_notes.insert(
             0,
@@ -973,6 +999,7 @@ pub async fn run_against(args: &KneeArgs, target: Target) -> Result<Outcome, Loa
             "max_rate": args.max_rate,
             "max_steps": args.max_steps,
             "step_s": args.step.as_secs_f64(),
+            "warm_up_s": args.warm_up.as_secs_f64(),
             "arrival": format!("{:?}", args.arrival).to_lowercase(),
             "notes": search_notes,
         },
