@@ -135,20 +135,23 @@ pub struct CompareArgs {
 
 /// Like [`parse_duration`], also accepting zero (`0`, `0s`, `0ms`) to turn a phase off.
 pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let unit_at = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(unit_at);
-    let known_unit = matches!(unit, "" | "s" | "ms" | "us" | "µs" | "m" | "h");
-    if known_unit && num.parse::<f64>() == Ok(0.0) {
-        return Ok(Duration::ZERO);
+    match seconds(s)? {
+        0.0 => Ok(Duration::ZERO),
+        _ => parse_duration(s),
     }
-    parse_duration(s)
 }
 
 /// Parses `10s`, `500ms`, `250us`, `2m`, `1h`, `1.5s`; a bare number is seconds. Must be > 0.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let secs = seconds(s)?;
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("duration {:?} must be greater than zero", s.trim()));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A number with an optional unit (us, ms, s, m, h), in seconds.
+fn seconds(s: &str) -> Result<f64, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -157,22 +160,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: f64 = num
         .parse()
         .map_err(|_| format!("invalid duration {s:?} (try 10s, 500ms, 2m)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1e3,
-        "us" | "µs" => n / 1e6,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?} (use us, ms, s, m or h)"
-            ));
-        }
-    };
-    if !(secs.is_finite() && secs > 0.0) {
-        return Err(format!("duration {s:?} must be greater than zero"));
+    match unit {
+        "" | "s" => Ok(n),
+        "ms" => Ok(n / 1e3),
+        "us" | "µs" => Ok(n / 1e6),
+        "m" => Ok(n * 60.0),
+        "h" => Ok(n * 3600.0),
+        _ => Err(format!(
+            "invalid duration unit in {s:?} (use us, ms, s, m or h)"
+        )),
     }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

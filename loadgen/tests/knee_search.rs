@@ -10,6 +10,8 @@
 //! that the HTTP handling (a debug build, on a shared 2-core machine) costs little CPU next to the
 //! service time: the worker, not the CPU, is the bound.
 
+mod own_thread;
+
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -45,24 +47,10 @@ fn start_server() -> SocketAddr {
             }
         })
         .unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::Builder::new()
-        .name("capacity-server".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let app = Router::new().route("/work", get(work)).with_state(jobs);
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        })
-        .unwrap();
-    addr
+    own_thread::serve(
+        "capacity-server",
+        Router::new().route("/work", get(work)).with_state(jobs),
+    )
 }
 
 async fn work(State(jobs): State<mpsc::Sender<Job>>) -> &'static str {

@@ -4,6 +4,8 @@
 //! reaches it, then instant, like a service paying for cold caches and new connections. With a
 //! 100 ms objective, one step at the start rate passes only if the warm-up absorbed that second.
 
+mod own_thread;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -17,25 +19,11 @@ use linkr_loadgen::knee::{self, KneeArgs, Target};
 const COLD_FOR: Duration = Duration::from_secs(1);
 
 fn start_cold_server() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::Builder::new()
-        .name("cold-server".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let first: Arc<OnceLock<Instant>> = Arc::default();
-                let app = Router::new().route("/work", get(work)).with_state(first);
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        })
-        .unwrap();
-    addr
+    let first: Arc<OnceLock<Instant>> = Arc::default();
+    own_thread::serve(
+        "cold-server",
+        Router::new().route("/work", get(work)).with_state(first),
+    )
 }
 
 async fn work(State(first): State<Arc<OnceLock<Instant>>>) -> &'static str {
