@@ -8,6 +8,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::LOCATION;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 
 use crate::app::AppState;
 use crate::domain::code::MAX_CODE_LEN;
@@ -38,39 +39,33 @@ pub async fn redirect(State(state): State<AppState>, req: Request) -> Response {
         return ApiError::NotFound.into_response();
     };
     match state.store.resolve(code) {
-        Lookup::Found(location) => match HeaderValue::from_maybe_shared(location) {
-            Ok(location) => {
-                let mut response = Response::new(Body::empty());
-                *response.status_mut() = StatusCode::FOUND;
-                response.headers_mut().insert(LOCATION, location);
-                response
-            }
-            Err(_) => {
-                ApiError::Internal(format!("stored location of {code:?} is not a header value"))
-                    .into_response()
-            }
-        },
+        Lookup::Found(location) => found(code, location),
         Lookup::Expired => ApiError::Gone.into_response(),
         Lookup::Missing if state.store.is_remote() => resolve_remote(&state, code).await,
         Lookup::Missing => ApiError::NotFound.into_response(),
     }
 }
 
+/// A 302 to the stored location, shared as the header's bytes.
+// Forced inline: as a call it cost the redirect 21 instructions (`scripts/bench.sh gate`).
+#[inline(always)]
+fn found(code: &str, location: Bytes) -> Response {
+    match HeaderValue::from_maybe_shared(location) {
+        Ok(location) => {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::FOUND;
+            response.headers_mut().insert(LOCATION, location);
+            response
+        }
+        Err(_) => ApiError::Internal(format!("stored location of {code:?} is not a header value"))
+            .into_response(),
+    }
+}
+
 /// The miss path of the scale-out store: Redis, then Postgres (not the hot path).
 async fn resolve_remote(state: &AppState, code: &str) -> Response {
     match state.store.resolve_remote(code).await {
-        Ok(Lookup::Found(location)) => match HeaderValue::from_maybe_shared(location) {
-            Ok(location) => {
-                let mut response = Response::new(Body::empty());
-                *response.status_mut() = StatusCode::FOUND;
-                response.headers_mut().insert(LOCATION, location);
-                response
-            }
-            Err(_) => {
-                ApiError::Internal(format!("stored location of {code:?} is not a header value"))
-                    .into_response()
-            }
-        },
+        Ok(Lookup::Found(location)) => found(code, location),
         Ok(Lookup::Expired) => ApiError::Gone.into_response(),
         Ok(Lookup::Missing) => ApiError::NotFound.into_response(),
         Err(e) => ApiError::from(e).into_response(),
