@@ -30,4 +30,11 @@ fn allocations_per_iteration_are_exact() {
         },
     );
     assert_eq!(counted.allocs_per_iter, 0.0, "{counted:?}");
+    let counted = count_allocs_with_setup(
+        "test/setup_and_routine",
+        || vec![0u8; 4096],
+        |v: Vec<u8>| (v, Box::new(std::hint::black_box(1u32))),
+    );
+    assert_eq!(counted.allocs_per_iter, 1.0, "{counted:?}");
+    assert_eq!(counted.bytes_per_iter, 4.0, "{counted:?}");
 }

@@ -242,45 +242,19 @@ fn the_page_links_criterions_own_reports_relative_to_itself() {
 #[test]
 fn target_ratios_use_both_intervals_and_fail_only_when_asked() {
     let lab = Lab::new();
-    // Zero-copy at 0.5x of to_string + copy: met.
-    bench(
-        &lab.criterion,
-        "encode/link_json/linkr_zero_copy",
-        (50.0, 49.0, 51.0),
-        None,
-    );
-    bench(
-        &lab.criterion,
-        "encode/link_json/to_string_copy",
-        (100.0, 99.0, 101.0),
-        None,
-    );
-    // Uncontended bucket 1.02x of governor, intervals overlapping: a tie, which passes.
-    bench(
-        &lab.criterion,
-        "token_bucket/uncontended/linkr",
-        (10.2, 9.9, 10.5),
-        None,
-    );
-    bench(
-        &lab.criterion,
-        "token_bucket/uncontended/governor",
-        (10.0, 9.8, 10.2),
-        None,
-    );
-    // At a fixed instant 1.5x, wholly above 1x: missed.
-    bench(
-        &lab.criterion,
-        "token_bucket/no_clock/linkr",
-        (9.0, 8.9, 9.1),
-        None,
-    );
-    bench(
-        &lab.criterion,
-        "token_bucket/no_clock/governor",
-        (6.0, 5.9, 6.1),
-        None,
-    );
+    for (id, ns) in [
+        // Zero-copy at 0.5x of to_string + copy: met.
+        ("encode/link_json/linkr_zero_copy", (50.0, 49.0, 51.0)),
+        ("encode/link_json/to_string_copy", (100.0, 99.0, 101.0)),
+        // Uncontended bucket 1.02x of governor, intervals overlapping: a tie, which passes.
+        ("token_bucket/uncontended/linkr", (10.2, 9.9, 10.5)),
+        ("token_bucket/uncontended/governor", (10.0, 9.8, 10.2)),
+        // At a fixed instant 1.5x, wholly above 1x: missed.
+        ("token_bucket/no_clock/linkr", (9.0, 8.9, 9.1)),
+        ("token_bucket/no_clock/governor", (6.0, 5.9, 6.1)),
+    ] {
+        bench(&lab.criterion, id, ns, None);
+    }
     // The whole redirect allocates more than axum's fixed 302: missed.
     for (id, n) in [
         ("request/redirect/linkr", 14.0),
@@ -334,24 +308,22 @@ fn only_benches_measured_since_the_marker_are_listed() {
     bench(&lab.criterion, "codes/generate", (50.0, 49.0, 51.0), None);
     let marker = lab.criterion.join(".run-start");
     std::fs::write(&marker, "").unwrap();
-    // An mtime strictly after the marker's, whatever the filesystem's resolution.
-    let later =
-        std::fs::metadata(&marker).unwrap().modified().unwrap() + std::time::Duration::from_secs(2);
     bench(&lab.criterion, "codes/parse", (30.0, 29.0, 31.0), None);
-    std::fs::File::options()
-        .write(true)
-        .open(lab.criterion.join("codes/parse/new/estimates.json"))
-        .unwrap()
-        .set_modified(later)
-        .unwrap();
-    let old = std::fs::metadata(&marker).unwrap().modified().unwrap()
-        - std::time::Duration::from_secs(60);
-    std::fs::File::options()
-        .write(true)
-        .open(lab.criterion.join("codes/generate/new/estimates.json"))
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
+    // Mtimes clearly either side of the marker's, whatever the filesystem's resolution.
+    let marked = std::fs::metadata(&marker).unwrap().modified().unwrap();
+    let set_mtime = |bench_dir: &str, at: std::time::SystemTime| {
+        std::fs::File::options()
+            .write(true)
+            .open(lab.criterion.join(bench_dir).join("new/estimates.json"))
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+    };
+    set_mtime("codes/parse", marked + std::time::Duration::from_secs(2));
+    set_mtime(
+        "codes/generate",
+        marked - std::time::Duration::from_secs(60),
+    );
 
     let (code, out, _) = lab.table(&["--since", marker.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
@@ -371,6 +343,43 @@ fn no_results_and_bad_flags_are_usage_errors() {
     let (code, _, err) = run(&["frobnicate"]);
     assert_eq!(code, 2);
     assert!(err.contains("expected a command"), "{err}");
+}
+
+#[test]
+fn without_a_directory_given_results_are_looked_for_in_cargos_target_dir() {
+    // A package whose target dir does not exist yet (so has no CACHEDIR.TAG): bench-report, run
+    // from it as `cargo run` would, looks where criterion writes, `cargo metadata`'s target dir,
+    // not in the target dir its own executable happens to live in.
+    let package = tempfile::tempdir().unwrap();
+    std::fs::write(
+        package.path().join("Cargo.toml"),
+        "[package]\nname = \"probe\"\nversion = \"0.1.0\"\nedition = \"2024\"\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::create_dir(package.path().join("src")).unwrap();
+    std::fs::write(package.path().join("src/lib.rs"), "").unwrap();
+    let output = Command::new(BIN)
+        .arg("table")
+        .current_dir(package.path())
+        .env_remove("CRITERION_HOME")
+        .env_remove("CARGO_TARGET_DIR")
+        .env("CARGO", env!("CARGO"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    let expected = package
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join("target/criterion");
+    assert!(
+        err.contains(&format!(
+            "no criterion results under {}",
+            expected.display()
+        )),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------- instruction-count gate
@@ -482,4 +491,16 @@ fn the_gate_without_results_or_baseline_says_how_to_make_them() {
     let (code, _, err) = gate(dir.path(), &[]);
     assert_eq!(code, 2);
     assert!(err.contains("scripts/bench.sh gate --update"), "{err}");
+}
+
+#[test]
+fn allocation_file_names_are_flat_and_unique() {
+    assert_eq!(
+        linkr_benches::support::allocs_file_name("encode/link_json/linkr_zero_copy"),
+        "encode__link_json__linkr_zero_copy.json"
+    );
+    assert_ne!(
+        linkr_benches::support::allocs_file_name("pool/contended_x2/object_pool"),
+        linkr_benches::support::allocs_file_name("pool/contended_x2_object_pool")
+    );
 }

@@ -137,13 +137,16 @@ pub struct CompareArgs {
 pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     match seconds(s)? {
         0.0 => Ok(Duration::ZERO),
-        _ => parse_duration(s),
+        secs => positive(secs, s),
     }
 }
 
 /// Parses `10s`, `500ms`, `250us`, `2m`, `1h`, `1.5s`; a bare number is seconds. Must be > 0.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let secs = seconds(s)?;
+    positive(seconds(s)?, s)
+}
+
+fn positive(secs: f64, s: &str) -> Result<Duration, String> {
     if !(secs.is_finite() && secs > 0.0) {
         return Err(format!("duration {:?} must be greater than zero", s.trim()));
     }

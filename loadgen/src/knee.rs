@@ -780,12 +780,11 @@ pub async fn run_against(args: &KneeArgs, target: Target) -> Result<Outcome, Loa
             args.warm_up,
             report::fmt_rate(args.start_rate)
         );
-        match run_step(&step_config(args.start_rate, args.warm_up, None)).await {
-            // The loop below sees the interrupt at once and writes the (empty) report.
-            Err(LoadgenError::Interrupted) => {}
-            r => {
-                r?;
-            }
+        // On an interrupt the loop below stops at once and writes the (empty) report.
+        if let Err(e) = run_step(&step_config(args.start_rate, args.warm_up, None)).await
+            && !matches!(e, LoadgenError::Interrupted)
+        {
+            return Err(e);
         }
     }
     while let Some(rate) = search.next_rate() {

@@ -2,7 +2,8 @@
 //! then pprof) while the knee rate is held, flamegraphs (plain and differential against a
 //! baseline), allocations per request from `/metrics` deltas, and the allocator in the report.
 
-use std::net::SocketAddr;
+mod knee_support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -12,8 +13,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use clap::Parser;
-use linkr_loadgen::knee::{self, KneeArgs, SearchEnd, Target};
+use linkr_loadgen::knee::SearchEnd;
 
 const FOLDED: &str = "linkr;tokio::worker;hyper::dispatch;linkr::routes::redirect 300\nlinkr;tokio::worker;hyper::encode 100\n";
 
@@ -72,34 +72,11 @@ async fn metrics(State(admin): State<Arc<Admin>>) -> String {
     )
 }
 
-fn start(app: Router) -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            axum::serve(tokio::net::TcpListener::from_std(listener).unwrap(), app)
-                .await
-                .unwrap();
-        });
-    });
-    addr
-}
-
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    knee: KneeArgs,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profiles_at_the_knee_and_reads_allocations() {
     let admin_state = Arc::new(Admin::default());
-    let admin = start(
+    let admin = knee_support::serve(
+        "fake-admin",
         Router::new()
             .route("/debug/pprof/profile", get(profile))
             .route("/metrics", get(metrics))
@@ -111,7 +88,7 @@ async fn profiles_at_the_knee_and_reads_allocations() {
             )
             .with_state(admin_state.clone()),
     );
-    let service = start(Router::new().route("/", get(|| async { "ok" })));
+    let service = knee_support::serve("service", Router::new().route("/", get(|| async { "ok" })));
     let out = tempfile::tempdir().unwrap();
     let baseline = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -121,39 +98,28 @@ async fn profiles_at_the_knee_and_reads_allocations() {
     .unwrap();
     let target = format!("http://{service}/");
     let admin_url = format!("http://{admin}");
-    let cli = Cli::try_parse_from([
-        "knee",
-        "--target",
+    let outcome = knee_support::run_knee(
         &target,
-        "--admin",
-        &admin_url,
-        "--scenario",
-        "get",
-        "--start-rate",
-        "50",
-        "--max-rate",
-        "50",
-        "--step",
-        "1s",
-        "--profile-seconds",
-        "1",
-        "--baseline-dir",
-        baseline.path().to_str().unwrap(),
-        "--out",
-        out.path().to_str().unwrap(),
-    ])
-    .unwrap();
-    let outcome = knee::run_against(
-        &cli.knee,
-        Target {
-            base_url: target.clone(),
-            admin_url: Some(admin_url),
-            api_key: None,
-            service: Default::default(),
-        },
+        &[
+            "--admin",
+            &admin_url,
+            "--scenario",
+            "get",
+            "--start-rate",
+            "50",
+            "--max-rate",
+            "50",
+            "--step",
+            "1s",
+            "--profile-seconds",
+            "1",
+            "--baseline-dir",
+            baseline.path().to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
     )
-    .await
-    .expect("knee run");
+    .await;
 
     assert_eq!(outcome.knee_rate, Some(50.0));
     assert_eq!(outcome.end, SearchEnd::MaxRatePassed);

@@ -10,7 +10,7 @@
 //! that the HTTP handling (a debug build, on a shared 2-core machine) costs little CPU next to the
 //! service time: the worker, not the CPU, is the bound.
 
-mod own_thread;
+mod knee_support;
 
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use clap::Parser;
-use linkr_loadgen::knee::{self, Bound, KneeArgs, SearchEnd, Target};
+use linkr_loadgen::knee::{Bound, SearchEnd};
 use tokio::sync::oneshot;
 
 const SERVICE_TIME: Duration = Duration::from_millis(4);
@@ -47,7 +46,7 @@ fn start_server() -> SocketAddr {
             }
         })
         .unwrap();
-    own_thread::serve(
+    knee_support::serve(
         "capacity-server",
         Router::new().route("/work", get(work)).with_state(jobs),
     )
@@ -60,47 +59,30 @@ async fn work(State(jobs): State<mpsc::Sender<Job>>) -> &'static str {
     "done"
 }
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    knee: KneeArgs,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn knee_lies_within_ten_percent_of_a_known_capacity() {
     let addr = start_server();
     let out = tempfile::tempdir().unwrap();
     let target = format!("http://{addr}/work");
-    let cli = Cli::try_parse_from([
-        "knee",
-        "--target",
-        &target,
-        "--scenario",
-        "get",
-        "--slo-p99",
-        "200ms",
-        "--start-rate",
-        "60",
-        "--max-rate",
-        "1000",
-        "--step",
-        "3s",
-        "--out",
-        out.path().to_str().unwrap(),
-    ])
-    .unwrap();
     let started = Instant::now();
-    let outcome = knee::run_against(
-        &cli.knee,
-        Target {
-            base_url: target.clone(),
-            admin_url: None,
-            api_key: None,
-            service: Default::default(),
-        },
+    let outcome = knee_support::run_knee(
+        &target,
+        &[
+            "--scenario",
+            "get",
+            "--slo-p99",
+            "200ms",
+            "--start-rate",
+            "60",
+            "--max-rate",
+            "1000",
+            "--step",
+            "3s",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
     )
-    .await
-    .expect("knee run");
+    .await;
     let elapsed = started.elapsed();
 
     let knee_rate = outcome.knee_rate.expect("a knee");

@@ -4,7 +4,7 @@
 //! reaches it, then instant, like a service paying for cold caches and new connections. With a
 //! 100 ms objective, one step at the start rate passes only if the warm-up absorbed that second.
 
-mod own_thread;
+mod knee_support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -13,14 +13,12 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use clap::Parser;
-use linkr_loadgen::knee::{self, KneeArgs, Target};
 
 const COLD_FOR: Duration = Duration::from_secs(1);
 
 fn start_cold_server() -> SocketAddr {
     let first: Arc<OnceLock<Instant>> = Arc::default();
-    own_thread::serve(
+    knee_support::serve(
         "cold-server",
         Router::new().route("/work", get(work)).with_state(first),
     )
@@ -33,47 +31,30 @@ async fn work(State(first): State<Arc<OnceLock<Instant>>>) -> &'static str {
     "ok"
 }
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    knee: KneeArgs,
-}
-
 async fn one_step(warm_up: &str) -> (Option<f64>, serde_json::Value) {
     let addr = start_cold_server();
     let out = tempfile::tempdir().unwrap();
     let target = format!("http://{addr}/work");
-    let cli = Cli::try_parse_from([
-        "knee",
-        "--target",
+    let outcome = knee_support::run_knee(
         &target,
-        "--scenario",
-        "get",
-        "--slo-p99",
-        "100ms",
-        "--start-rate",
-        "50",
-        "--max-steps",
-        "1",
-        "--step",
-        "2s",
-        "--warm-up",
-        warm_up,
-        "--out",
-        out.path().to_str().unwrap(),
-    ])
-    .unwrap();
-    let outcome = knee::run_against(
-        &cli.knee,
-        Target {
-            base_url: target,
-            admin_url: None,
-            api_key: None,
-            service: Default::default(),
-        },
+        &[
+            "--scenario",
+            "get",
+            "--slo-p99",
+            "100ms",
+            "--start-rate",
+            "50",
+            "--max-steps",
+            "1",
+            "--step",
+            "2s",
+            "--warm-up",
+            warm_up,
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
     )
-    .await
-    .expect("knee run");
+    .await;
     (outcome.knee_rate, outcome.summary)
 }
 
