@@ -48,6 +48,31 @@ pub struct StepConfig {
     pub goose_report: Option<PathBuf>,
 }
 
+/// The per-request path of a step: `lean` (a hyper HTTP/1 connection per user, requests built
+/// in advance, users on one current-thread runtime) or `reqwest` (goose's own reqwest client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    #[default]
+    Lean,
+    Reqwest,
+}
+
+impl ClientKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientKind::Lean => "lean",
+            ClientKind::Reqwest => "reqwest",
+        }
+    }
+}
+
+impl std::fmt::Display for ClientKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Send lag: from a request's intended send time to its actual send, in microseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct SendLag {
@@ -68,6 +93,10 @@ pub struct TransportErrors {
 /// The outcome of one step; serialises to the `run --json` object of the design.
 #[derive(Clone, Serialize)]
 pub struct StepResult {
+    /// The per-request path that produced the step.
+    pub client: ClientKind,
+    /// How the step was driven, e.g. `lean-hyper-h1/current-thread x1`.
+    pub engine: String,
     pub scenario: Scenario,
     pub target: String,
     pub rate_target: f64,
@@ -417,6 +446,11 @@ pub async fn run_step(cfg: &StepConfig) -> Result<StepResult, LoadgenError> {
         .collect();
 
     Ok(StepResult {
+        client: ClientKind::Reqwest,
+        engine: format!(
+            "goose-reqwest/multi-thread x{} + pacer thread",
+            tokio::runtime::Handle::current().metrics().num_workers()
+        ),
         scenario: cfg.scenario,
         target: cfg.target.clone(),
         rate_target: cfg.rate,
