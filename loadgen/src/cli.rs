@@ -1,4 +1,4 @@
-//! The `loadgen` command line: `run`, `knee` and `compare`.
+//! The `loadgen` command line: `run`, `knee` and `compare`, their argument types and parsers.
 //!
 //! Exit codes: 0 pass, 1 a threshold or regression failed, 2 usage or set-up error (clap's usage
 //! errors included, as one line), 130 interrupted.
@@ -44,7 +44,7 @@ pub enum Command {
     /// Drive a target at one rate for one duration and report latency and errors.
     Run(RunArgs),
     /// Find the knee: the highest rate served within the p99 objective; profile it; write the report.
-    Knee(crate::knee::KneeArgs),
+    Knee(KneeArgs),
     /// Compare two run results or two knee summaries: throughput and p99 side by side.
     Compare(CompareArgs),
 }
@@ -131,6 +131,140 @@ pub struct CompareArgs {
     /// Fail (exit 1) when the rate falls, or the p99 grows, by more than this percentage.
     #[arg(long, value_name = "PCT", default_value_t = 10.0, value_parser = parse_pct)]
     pub max_regression: f64,
+}
+
+/// Most steps a knee search may take (`--max-steps`).
+pub const KNEE_MAX_STEPS: u32 = 10;
+
+/// One-line help of `loadgen knee`.
+pub const KNEE_ABOUT: &str =
+    "Find the knee: the highest arrival rate served within the p99 latency objective";
+/// Long help of `loadgen knee` (the search, timing, files, exit codes).
+pub const KNEE_LONG_ABOUT: &str = "\
+Find the knee: the highest arrival rate (open model: a fixed schedule, latency measured from each
+request's intended send time) that the service sustains within the p99 latency objective.
+
+The rate doubles from --start-rate until a step does not pass, then bisects between the highest
+passing rate and the lowest rate above it that did not pass until they are within 5%, in at most
+10 steps. A step passes when the achieved rate is >= 99% of the target, the corrected p99 <=
+--slo-p99, and errors <= 0.1%. A step in which the generator could not keep its schedule is
+inconclusive: neither pass nor fail, never the knee; the search stays below it and the knee is then
+bound by the generator. After a step that did not pass, the target drains and 1 s probes at a low
+rate must show it back near its baseline (the p99 of the same probe around the --warm-up) before
+the next step.
+At the knee the rate is held for a profile window (2 x --profile-seconds + 2 s) while a CPU
+profile is captured from the admin listener (folded stacks, then pprof).
+
+Timing with the defaults: 10 steps x 8 s + a 12 s profile window + start-up and seeding: about
+two minutes, under three.
+
+Writes into --out: summary.json, index.html, step-NN-RATE.hgrm (corrected) and
+step-NN-RATE.uncorrected.hgrm per step, cpu.folded, cpu.pb.gz, flamegraph.svg and, with
+<--baseline-dir>/<scenario>.folded present, flamegraph-diff.svg. Against --target the profile
+needs --admin (linkr's admin listener); without it the report says it was skipped.
+
+Exit codes: 0 a knee was found (and is >= --min-knee-rate when given), 1 no step passed or the knee
+is below --min-knee-rate, 2 usage or set-up error.";
+
+/// Flags of `loadgen knee`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(about = KNEE_ABOUT, long_about = KNEE_LONG_ABOUT)]
+pub struct KneeArgs {
+    /// Base URL of a running service to drive (any HTTP server with --scenario get).
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with = "spawn",
+        required_unless_present = "spawn"
+    )]
+    pub target: Option<String>,
+
+    /// Start the release linkr (beside this executable, or --linkr), seed it, stop it at the end.
+    #[arg(long)]
+    pub spawn: bool,
+
+    /// linkr binary for --spawn.
+    #[arg(long, value_name = "PATH")]
+    pub linkr: Option<PathBuf>,
+
+    /// Traffic mix: redirect, create, stats, mixed (linkr), or get (a plain GET of the target URL).
+    #[arg(long, value_enum, default_value = "mixed")]
+    pub scenario: Scenario,
+
+    /// Latency objective: corrected p99 of a step at most this. The 10 ms default is a
+    /// user-facing redirect budget on loopback with room left for the network, and above a
+    /// group-committed fsync so the creates of `mixed` fit it at moderate load.
+    #[arg(long, value_name = "DUR", default_value = "10ms", value_parser = parse_duration)]
+    pub slo_p99: Duration,
+
+    /// Directory for the report (created; files of an earlier run there are replaced).
+    #[arg(long, value_name = "DIR", default_value = "reports/latest")]
+    pub out: PathBuf,
+
+    /// First rate tried (requests/s); the search doubles it until a step fails.
+    #[arg(long, value_name = "R", default_value_t = 2000.0)]
+    pub start_rate: f64,
+
+    /// Highest rate tried (requests/s).
+    #[arg(long, value_name = "R", default_value_t = 100_000.0)]
+    pub max_rate: f64,
+
+    /// Duration of each step. With the defaults (at most 10 steps of 8 s, then a 12 s profile
+    /// window at the knee, plus start-up and seeding) a run takes about two minutes, under three.
+    #[arg(long, value_name = "D", default_value = "8s", value_parser = parse_duration)]
+    pub step: Duration,
+
+    /// Unmeasured traffic at --start-rate before step 1, so that step is not judged on cold
+    /// start (new connections, cold caches, the service's allocator growing). 0 skips it.
+    #[arg(long, value_name = "D", default_value = "2s", value_parser = parse_duration_or_zero)]
+    pub warm_up: Duration,
+
+    /// Step budget (at most 10).
+    #[arg(long, value_name = "N", default_value_t = KNEE_MAX_STEPS, value_parser = clap::value_parser!(u32).range(1..=KNEE_MAX_STEPS as i64))]
+    pub max_steps: u32,
+
+    /// Arrival process of the schedule.
+    #[arg(long, value_enum, default_value = "constant")]
+    pub arrival: Arrival,
+
+    /// API key used to seed links (and create) against a --target linkr.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "LINKR_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+
+    /// Admin listener of the --target linkr, for the CPU profile and allocation metrics
+    /// (e.g. http://127.0.0.1:9090). Without it the profile is skipped.
+    #[arg(long, value_name = "URL")]
+    pub admin: Option<String>,
+
+    /// Length of each of the two profile captures at the knee (folded, then pprof); 0 skips them.
+    #[arg(long, value_name = "S", default_value_t = 5)]
+    pub profile_seconds: u64,
+
+    /// Sampling frequency of the CPU profile (Hz; linkr allows 1 to 1000). 499, not 500, so the
+    /// sampling does not run in lockstep with millisecond timers.
+    #[arg(long, value_name = "HZ", default_value_t = 499, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub profile_frequency: u32,
+
+    /// Links to seed for the redirect, stats and mixed scenarios.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_SEED_LINKS)]
+    pub seed_links: usize,
+
+    /// Directory of baseline folded profiles (<scenario>.folded) for the differential flamegraph.
+    #[arg(long, value_name = "DIR", default_value = "profiles/baseline")]
+    pub baseline_dir: PathBuf,
+
+    /// Exit 1 when the knee is below this rate (requests/s): a threshold for CI.
+    #[arg(long, value_name = "R")]
+    pub min_knee_rate: Option<f64>,
+
+    /// Have goose write its HTML report for every step (costs generator CPU).
+    #[arg(long)]
+    pub goose_reports: bool,
 }
 
 /// Like [`parse_duration`], also accepting zero (`0`, `0s`, `0ms`) to turn a phase off.

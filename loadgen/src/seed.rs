@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest013::header::{AUTHORIZATION, CONTENT_TYPE};
 
 use crate::error::LoadgenError;
-use crate::scenarios::{Seeds, split_target};
+use crate::scenarios::{Scenario, Seeds, split_target};
 
 /// Concurrent creates while seeding (linkr commits creates in groups: concurrency pays).
 pub const SEED_CONCURRENCY: usize = 64;
@@ -77,4 +77,27 @@ pub async fn seed_links(target: &str, api_key: &str, n: usize) -> Result<Seeds, 
     Ok(Seeds {
         codes: all.into_iter().map(|(_, c)| c).collect(),
     })
+}
+
+/// The links `scenario` reads, seeded on the linkr at `target` with `api_key`; none for a
+/// scenario that reads none. A usage error when the scenario needs a key and there is none.
+pub async fn seed_for(
+    scenario: Scenario,
+    target: &str,
+    api_key: Option<&str>,
+    n: usize,
+) -> Result<Seeds, LoadgenError> {
+    if !(scenario.needs_seeds() || scenario.needs_api_key()) {
+        return Ok(Seeds::default());
+    }
+    let Some(key) = api_key else {
+        return Err(LoadgenError::Usage(format!(
+            "scenario {scenario} needs an API key against --target (--api-key or LINKR_API_KEY), or use --spawn"
+        )));
+    };
+    if !scenario.needs_seeds() {
+        return Ok(Seeds::default());
+    }
+    eprintln!("seeding {n} links");
+    seed_links(target, key, n).await
 }

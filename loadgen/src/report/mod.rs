@@ -49,10 +49,33 @@ pub struct StepView {
     pub uncorrected: Percentiles,
     pub generator_saturated: bool,
     pub pass: bool,
+    /// The generator lagged: neither pass nor fail.
+    pub inconclusive: bool,
     pub reasons: Vec<String>,
     pub hgrm: String,
     pub hgrm_uncorrected: String,
     pub goose_report: Option<String>,
+    /// The drain and probes after this step, before the next load.
+    pub recovery: Option<RecoveryView>,
+}
+
+/// The recovery probes after a step that did not pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoveryView {
+    pub limit_us: u64,
+    pub recovered: bool,
+    pub probes: Vec<ProbeView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeView {
+    pub rate: f64,
+    /// The quiet period before the probe.
+    pub quiet_s: f64,
+    pub p99_us: u64,
+    pub errors: u64,
+    pub requests: u64,
+    pub recovered: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -117,6 +140,8 @@ pub struct Link {
 pub struct Report {
     pub scenario: String,
     pub target: String,
+    /// Which client and engine generated the load (`client C, engine E`), when recorded.
+    pub generator: Option<String>,
     pub generated_unix: u64,
     pub slo_p99_us: u64,
     pub min_achieved_ratio: f64,

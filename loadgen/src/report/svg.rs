@@ -16,6 +16,7 @@ pub const UNCORRECTED: &str = "#8c96a3";
 pub const SLO: &str = "#c0392b";
 pub const KNEE: &str = "#1e8449";
 pub const FAIL: &str = "#c0392b";
+pub const INCONCLUSIVE: &str = "#d68910";
 
 /// One load step as a point of the latency-vs-throughput curve.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,6 +26,8 @@ pub struct CurvePoint {
     pub p99_corrected_us: u64,
     pub p99_uncorrected_us: u64,
     pub pass: bool,
+    /// The generator lagged: neither pass nor fail.
+    pub inconclusive: bool,
 }
 
 /// Corrected and uncorrected latency at one quantile.
@@ -196,7 +199,11 @@ pub fn latency_vs_throughput(
             r##"<circle cx="{x:.1}" cy="{:.1}" r="3" fill="#ffffff" stroke="{UNCORRECTED}" stroke-width="1.5"/>"##,
             y_of(p.p99_uncorrected_us)
         );
-        let fill = if p.pass { CORRECTED } else { FAIL };
+        let (fill, outcome) = match (p.pass, p.inconclusive) {
+            (true, _) => (CORRECTED, "pass"),
+            (false, true) => (INCONCLUSIVE, "inconclusive"),
+            (false, false) => (FAIL, "fail"),
+        };
         let _ = write!(
             out,
             r#"<circle cx="{x:.1}" cy="{:.1}" r="4.5" fill="{fill}"><title>target {} req/s, achieved {} req/s, p99 {} (uncorrected {}) {}</title></circle>"#,
@@ -205,7 +212,7 @@ pub fn latency_vs_throughput(
             escape(&fmt_rate(p.rate_achieved)),
             escape(&fmt_us(p.p99_corrected_us)),
             escape(&fmt_us(p.p99_uncorrected_us)),
-            if p.pass { "pass" } else { "fail" }
+            outcome
         );
     }
     if let Some(k) = knee {
@@ -223,6 +230,7 @@ pub fn latency_vs_throughput(
             (CORRECTED, false, "p99 corrected (from intended send time)"),
             (UNCORRECTED, true, "p99 uncorrected (from actual send)"),
             (FAIL, false, "failed step"),
+            (INCONCLUSIVE, false, "inconclusive (generator lagged)"),
         ],
     );
     out.push_str("</svg>");
@@ -462,6 +470,7 @@ mod tests {
                 p99_corrected_us: 900,
                 p99_uncorrected_us: 800,
                 pass: true,
+                inconclusive: false,
             },
             CurvePoint {
                 rate_target: 2000.0,
@@ -469,6 +478,7 @@ mod tests {
                 p99_corrected_us: 900_000,
                 p99_uncorrected_us: 5_000,
                 pass: false,
+                inconclusive: false,
             },
         ];
         let svg = latency_vs_throughput(&pts, 10_000, Some(&pts[0]));

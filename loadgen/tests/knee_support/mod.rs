@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use clap::Parser;
-use linkr_loadgen::knee::{self, KneeArgs, Outcome, Target};
+use linkr_loadgen::cli::KneeArgs;
+use linkr_loadgen::knee::{self, Outcome, Target};
 
 /// Serves `app` on 127.0.0.1 from a thread named `name`; the listener is bound before this
 /// returns, so the server is ready.

@@ -1,0 +1,220 @@
+//! What bound the knee, and the evidence for it.
+//!
+//! The step that decides is the lowest rate above the knee that did not pass (with no knee, the
+//! lowest rate that did not pass). A failed step there means the generator kept its schedule and
+//! the service missed the objective: bound by the service. An inconclusive step there means the
+//! generator could not keep its schedule, so nothing above was judged: bound by the generator.
+//! When every rate passed, the range this run generated (`--max-rate`) bound it.
+
+use serde_json::Value;
+
+use super::judge::StepOutcome;
+use super::search::SearchEnd;
+use super::step::StepRecord;
+use crate::report::{Percentiles, fmt_rate, fmt_us};
+
+/// What bound the knee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bound {
+    Service,
+    Generator,
+}
+
+impl Bound {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Service => "service",
+            Self::Generator => "generator",
+        }
+    }
+}
+
+/// The bound of a finished search and the evidence, one sentence an item.
+pub fn decide_bound(steps: &[StepRecord], end: SearchEnd, max_rate: f64) -> (Bound, Vec<String>) {
+    let knee = steps
+        .iter()
+        .filter(|s| s.verdict.passed())
+        .map(|s| s.observation.rate_target)
+        .fold(None, |k: Option<f64>, r| Some(k.map_or(r, |k| k.max(r))));
+    let deciding = steps
+        .iter()
+        .filter(|s| !s.verdict.passed() && knee.is_none_or(|k| s.observation.rate_target > k))
+        .min_by(|a, b| {
+            a.observation
+                .rate_target
+                .total_cmp(&b.observation.rate_target)
+        });
+    let Some(step) = deciding else {
+        return untested_above(end, max_rate);
+    };
+    let mut evidence = vec![lowest_not_passing(step), where_latency_went(step)];
+    if step.verdict.outcome == StepOutcome::Inconclusive {
+        evidence.push(format!(
+            "The generator flagged itself saturated in that step ({}): it could not keep the schedule \
+             (achieved {} of {} req/s), so the step is inconclusive and rates from there up were not \
+             judged. The knee is the highest rate the generator could judge, and it is the generator's, \
+             not the service's.",
+            step.saturation.as_deref().unwrap_or("no reason given"),
+            fmt_rate(step.observation.rate_achieved),
+            fmt_rate(step.observation.rate_target)
+        ));
+        evidence.push(format!(
+            "Generator figures of that step: {}.",
+            generator_figures(&step.run)
+        ));
+        (Bound::Generator, evidence)
+    } else {
+        evidence.push(format!(
+            "The generator kept its schedule (not flagged saturated: {}), so the objective was missed by the service.",
+            generator_figures(&step.run)
+        ));
+        (Bound::Service, evidence)
+    }
+}
+
+fn untested_above(end: SearchEnd, max_rate: f64) -> (Bound, Vec<String>) {
+    let mut evidence = vec![format!(
+        "No step failed up to --max-rate {} req/s: the knee is at or above what this run generated, so the load \
+         generator's configured range bound the result, not the service. Raise --max-rate.",
+        fmt_rate(max_rate)
+    )];
+    if end == SearchEnd::StepBudget {
+        evidence.push("The step budget ran out during the ramp.".into());
+    }
+    (Bound::Generator, evidence)
+}
+
+fn lowest_not_passing(step: &StepRecord) -> String {
+    format!(
+        "The lowest rate above the knee that did not pass was step {} at {} req/s ({}): {}.",
+        step.index,
+        fmt_rate(step.observation.rate_target),
+        step.verdict.outcome.as_str(),
+        step.verdict.reasons.join("; ")
+    )
+}
+
+fn where_latency_went(step: &StepRecord) -> String {
+    let c = Percentiles::of(&step.corrected);
+    let u = Percentiles::of(&step.uncorrected);
+    format!(
+        "There the corrected p99 was {} and the uncorrected p99 {}: {}",
+        fmt_us(c.p99),
+        fmt_us(u.p99),
+        if c.p99 > u.p99.saturating_mul(3) {
+            "requests left well after their intended time (queued in the generator or waiting for a connection)."
+        } else {
+            "requests left on time and waited in the service."
+        }
+    )
+}
+
+fn generator_figures(run: &Value) -> String {
+    let get = |k: &str| run.get(k).cloned().unwrap_or(Value::Null);
+    format!(
+        "generator CPU {}, send-lag p99 {} µs, max in flight {} of {} users, pool exhausted {}",
+        get("generator_cpu")
+            .as_f64()
+            .map_or("?".into(), |c| format!("{:.0}%", c * 100.0)),
+        run.pointer("/send_lag_us/p99")
+            .and_then(Value::as_u64)
+            .map_or("?".into(), |v| v.to_string()),
+        get("max_in_flight"),
+        get("users"),
+        get("pool_exhausted")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::knee::judge::{Observation, Verdict};
+
+    fn record(index: usize, rate: f64, outcome: StepOutcome) -> StepRecord {
+        let mut h = crate::stats::new_histogram();
+        h.record(if outcome == StepOutcome::Pass {
+            1_000
+        } else {
+            50_000
+        })
+        .unwrap();
+        let saturated = outcome == StepOutcome::Inconclusive;
+        StepRecord {
+            index,
+            observation: Observation {
+                rate_target: rate,
+                rate_achieved: rate,
+                requests: 100,
+                errors: 0,
+                p99_us: h.value_at_quantile(0.99),
+                generator_saturated: saturated,
+            },
+            verdict: Verdict {
+                outcome,
+                reasons: vec!["why".into()],
+            },
+            run: json!({"generator_cpu": 0.95, "send_lag_us": {"p99": 9000}, "users": 10, "max_in_flight": 3, "pool_exhausted": false}),
+            corrected: h.clone(),
+            uncorrected: h,
+            hgrm: String::new(),
+            hgrm_uncorrected: String::new(),
+            goose_report: None,
+            saturation: saturated.then(|| "generator CPU at 95% of its cores".to_string()),
+            recovery: None,
+        }
+    }
+
+    use StepOutcome::{Fail, Inconclusive, Pass};
+
+    #[test]
+    fn a_failure_just_above_the_knee_is_the_service() {
+        // an inconclusive step higher up does not matter: the lowest one above the knee decides
+        let steps = vec![
+            record(1, 1000.0, Pass),
+            record(2, 4000.0, Inconclusive),
+            record(3, 2000.0, Fail),
+        ];
+        let (bound, evidence) = decide_bound(&steps, SearchEnd::Converged, 1e5);
+        assert_eq!(bound, Bound::Service);
+        assert!(evidence[0].contains("step 3"), "{evidence:?}");
+    }
+
+    #[test]
+    fn an_inconclusive_step_just_above_the_knee_is_the_generator() {
+        let steps = vec![
+            record(1, 1000.0, Pass),
+            record(2, 2000.0, Inconclusive),
+            record(3, 4000.0, Fail),
+        ];
+        let (bound, evidence) = decide_bound(&steps, SearchEnd::Converged, 1e5);
+        assert_eq!(bound, Bound::Generator);
+        assert!(
+            evidence.iter().any(|e| e.contains("generator CPU at 95%")),
+            "{evidence:?}"
+        );
+        assert!(evidence[0].contains("(inconclusive)"), "{evidence:?}");
+    }
+
+    #[test]
+    fn a_failure_below_the_knee_does_not_decide() {
+        // noise: 1500 failed, 2000 passed, 2100 was the generator's
+        let steps = vec![
+            record(1, 1500.0, Fail),
+            record(2, 2000.0, Pass),
+            record(3, 2100.0, Inconclusive),
+        ];
+        let (bound, _) = decide_bound(&steps, SearchEnd::Converged, 1e5);
+        assert_eq!(bound, Bound::Generator);
+    }
+
+    #[test]
+    fn nothing_failed_up_to_max_rate_is_the_range_generated() {
+        let steps = vec![record(1, 1000.0, Pass), record(2, 2000.0, Pass)];
+        let (bound, evidence) = decide_bound(&steps, SearchEnd::MaxRatePassed, 2000.0);
+        assert_eq!(bound, Bound::Generator);
+        assert!(evidence[0].contains("--max-rate"), "{evidence:?}");
+    }
+}

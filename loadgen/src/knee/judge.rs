@@ -1,0 +1,214 @@
+//! Judging one step: it passes, fails, or is inconclusive when the generator could not keep its
+//! schedule (then the step measured the generator, and says nothing about the service).
+
+use std::time::Duration;
+
+use crate::report::{fmt_rate, fmt_us};
+
+/// A step must achieve this fraction of its target rate.
+pub const MIN_ACHIEVED_RATIO: f64 = 0.99;
+/// A step may fail at most this fraction of its requests.
+pub const MAX_ERROR_RATIO: f64 = 0.001;
+
+/// What makes a step pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Criteria {
+    pub slo_p99_us: u64,
+    pub min_achieved_ratio: f64,
+    pub max_error_ratio: f64,
+}
+
+/// The figures of a step that decide its outcome.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observation {
+    pub rate_target: f64,
+    pub rate_achieved: f64,
+    pub requests: u64,
+    pub errors: u64,
+    /// Corrected p99 (from the intended send time), microseconds.
+    pub p99_us: u64,
+    pub generator_saturated: bool,
+}
+
+/// The three outcomes of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    Pass,
+    Fail,
+    /// The generator lagged: neither pass nor fail, and the knee never lands on it.
+    Inconclusive,
+}
+
+impl StepOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+            Self::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub outcome: StepOutcome,
+    /// Why it failed or was inconclusive; for a pass, one line of the figures that passed.
+    pub reasons: Vec<String>,
+}
+
+impl Verdict {
+    pub fn passed(&self) -> bool {
+        self.outcome == StepOutcome::Pass
+    }
+}
+
+impl Criteria {
+    pub fn new(slo: Duration) -> Self {
+        Self {
+            slo_p99_us: u64::try_from(slo.as_micros()).unwrap_or(u64::MAX),
+            min_achieved_ratio: MIN_ACHIEVED_RATIO,
+            max_error_ratio: MAX_ERROR_RATIO,
+        }
+    }
+
+    pub fn judge(&self, o: &Observation) -> Verdict {
+        let misses = self.misses(o);
+        if o.generator_saturated {
+            let mut reasons = vec![
+                "inconclusive: the generator could not keep its schedule, so this step measured the generator, not the service"
+                    .to_string(),
+            ];
+            reasons.extend(misses.into_iter().map(|m| format!("also {m}")));
+            return Verdict {
+                outcome: StepOutcome::Inconclusive,
+                reasons,
+            };
+        }
+        if !misses.is_empty() {
+            return Verdict {
+                outcome: StepOutcome::Fail,
+                reasons: misses,
+            };
+        }
+        Verdict {
+            outcome: StepOutcome::Pass,
+            reasons: vec![format!(
+                "achieved {:.1}%, p99 {} <= {}, errors {:.2}%",
+                achieved_ratio(o) * 100.0,
+                fmt_us(o.p99_us),
+                fmt_us(self.slo_p99_us),
+                error_ratio(o) * 100.0
+            )],
+        }
+    }
+
+    /// The criteria `o` misses, as messages.
+    fn misses(&self, o: &Observation) -> Vec<String> {
+        let mut reasons = Vec::new();
+        let achieved = achieved_ratio(o);
+        if o.requests == 0 {
+            reasons.push("no request completed".to_string());
+        }
+        if achieved < self.min_achieved_ratio {
+            reasons.push(format!(
+                "achieved {} of {} req/s ({:.1}% < {}%)",
+                fmt_rate(o.rate_achieved),
+                fmt_rate(o.rate_target),
+                achieved * 100.0,
+                self.min_achieved_ratio * 100.0
+            ));
+        }
+        if o.p99_us > self.slo_p99_us {
+            reasons.push(format!(
+                "p99 {} > SLO {}",
+                fmt_us(o.p99_us),
+                fmt_us(self.slo_p99_us)
+            ));
+        }
+        if o.requests > 0 && error_ratio(o) > self.max_error_ratio {
+            reasons.push(format!(
+                "errors {:.2}% > {}% ({} of {})",
+                error_ratio(o) * 100.0,
+                self.max_error_ratio * 100.0,
+                o.errors,
+                o.requests
+            ));
+        }
+        reasons
+    }
+}
+
+fn achieved_ratio(o: &Observation) -> f64 {
+    if o.rate_target > 0.0 {
+        o.rate_achieved / o.rate_target
+    } else {
+        0.0
+    }
+}
+
+fn error_ratio(o: &Observation) -> f64 {
+    if o.requests > 0 {
+        o.errors as f64 / o.requests as f64
+    } else {
+        1.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: Observation = Observation {
+        rate_target: 1000.0,
+        rate_achieved: 995.0,
+        requests: 10_000,
+        errors: 10,
+        p99_us: 9_000,
+        generator_saturated: false,
+    };
+
+    #[test]
+    fn each_criterion_fails_a_step() {
+        let c = Criteria::new(Duration::from_millis(10));
+        assert_eq!(c.judge(&OK).outcome, StepOutcome::Pass);
+        let slow = Observation {
+            p99_us: 10_001,
+            ..OK
+        };
+        assert_eq!(c.judge(&slow).outcome, StepOutcome::Fail);
+        assert!(c.judge(&slow).reasons[0].contains("p99"));
+        let short = Observation {
+            rate_achieved: 989.0,
+            ..OK
+        };
+        assert!(c.judge(&short).reasons[0].contains("achieved"));
+        let errors = Observation { errors: 11, ..OK };
+        assert!(c.judge(&errors).reasons[0].contains("errors"));
+        let empty = Observation {
+            requests: 0,
+            errors: 0,
+            ..OK
+        };
+        assert_eq!(c.judge(&empty).outcome, StepOutcome::Fail);
+    }
+
+    #[test]
+    fn a_saturated_step_is_inconclusive_whether_it_met_the_objective_or_not() {
+        let c = Criteria::new(Duration::from_millis(10));
+        let saturated = Observation {
+            generator_saturated: true,
+            ..OK
+        };
+        let v = c.judge(&saturated);
+        assert_eq!(v.outcome, StepOutcome::Inconclusive);
+        assert!(!v.passed());
+        let slow = Observation {
+            p99_us: 50_000,
+            ..saturated
+        };
+        let v = c.judge(&slow);
+        assert_eq!(v.outcome, StepOutcome::Inconclusive);
+        assert!(v.reasons[1].contains("also p99"), "{v:?}");
+    }
+}

@@ -1,0 +1,314 @@
+//! The rate search, pure: outcomes in, rates out.
+//!
+//! It ramps the rate up by doubling from the start rate until a step does not pass, then bisects
+//! (geometrically) between the highest passing rate and the lowest rate above it that did not
+//! pass, until they are within 5% of each other. An inconclusive step (the generator lagged)
+//! bounds the bracket from above like a failure, since rates above it cannot be judged, but it
+//! is not counted as the service's failure: the knee never lands on it, and what bound the knee
+//! is then the generator ([`super::bound`]).
+
+use super::judge::StepOutcome;
+
+/// Bisection stops when the bracket's top is within this fraction above the highest pass.
+pub const TOLERANCE: f64 = 0.05;
+
+/// Parameters of the rate search.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchPlan {
+    pub start_rate: f64,
+    pub max_rate: f64,
+    pub max_steps: u32,
+    /// Stop when `upper <= highest_pass * (1 + tolerance)`.
+    pub tolerance: f64,
+    /// Ramp factor before the first step that does not pass.
+    pub growth: f64,
+    /// Do not go below this rate when even the start rate does not pass.
+    pub min_rate: f64,
+}
+
+impl SearchPlan {
+    pub fn new(start_rate: f64, max_rate: f64, max_steps: u32) -> Self {
+        Self {
+            start_rate,
+            max_rate,
+            max_steps,
+            tolerance: TOLERANCE,
+            growth: 2.0,
+            min_rate: 1.0,
+        }
+    }
+}
+
+/// Why the search stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchEnd {
+    /// Highest pass and the bracket's top within the tolerance.
+    Converged,
+    /// `--max-rate` passed: the knee is at least that.
+    MaxRatePassed,
+    /// The step budget ran out before convergence.
+    StepBudget,
+    /// Even the lowest rate tried did not pass.
+    NothingPassed,
+}
+
+/// Ramp-then-bisect state: feed it each step's outcome, ask it for the next rate.
+#[derive(Debug, Clone)]
+pub struct Search {
+    plan: SearchPlan,
+    steps: u32,
+    highest_pass: Option<f64>,
+    lowest_fail: Option<f64>,
+    lowest_inconclusive: Option<f64>,
+}
+
+impl Search {
+    pub fn new(plan: SearchPlan) -> Self {
+        Self {
+            plan,
+            steps: 0,
+            highest_pass: None,
+            lowest_fail: None,
+            lowest_inconclusive: None,
+        }
+    }
+
+    pub fn steps(&self) -> u32 {
+        self.steps
+    }
+
+    pub fn highest_pass(&self) -> Option<f64> {
+        self.highest_pass
+    }
+
+    /// The lowest rate that failed (the service missed the objective).
+    pub fn lowest_fail(&self) -> Option<f64> {
+        self.lowest_fail
+    }
+
+    /// The lowest rate the generator could not keep.
+    pub fn lowest_inconclusive(&self) -> Option<f64> {
+        self.lowest_inconclusive
+    }
+
+    /// The top of the bracket: the lowest rate that did not pass, failed or inconclusive.
+    pub fn upper(&self) -> Option<f64> {
+        match (self.lowest_fail, self.lowest_inconclusive) {
+            (Some(f), Some(i)) => Some(f.min(i)),
+            (f, i) => f.or(i),
+        }
+    }
+
+    /// The next rate to try, or `None` when the search is over.
+    pub fn next_rate(&self) -> Option<f64> {
+        if self.steps >= self.plan.max_steps {
+            return None;
+        }
+        let p = &self.plan;
+        match (self.highest_pass, self.upper()) {
+            (None, None) => Some(p.start_rate.min(p.max_rate)),
+            (Some(pass), None) => {
+                (pass < p.max_rate).then(|| round_rate(pass * p.growth).min(p.max_rate))
+            }
+            (None, Some(upper)) => {
+                let next = round_rate(upper / p.growth);
+                (upper > p.min_rate).then_some(next.max(p.min_rate))
+            }
+            (Some(pass), Some(upper)) => {
+                if upper <= pass * (1.0 + p.tolerance) {
+                    return None;
+                }
+                let mid = (pass * upper).sqrt();
+                let rounded = round_rate(mid);
+                Some(if rounded > pass && rounded < upper {
+                    rounded
+                } else {
+                    mid
+                })
+            }
+        }
+    }
+
+    pub fn record(&mut self, rate: f64, outcome: StepOutcome) {
+        let lowest = |slot: Option<f64>| Some(slot.map_or(rate, |r: f64| r.min(rate)));
+        self.steps += 1;
+        match outcome {
+            StepOutcome::Pass => {
+                self.highest_pass = Some(self.highest_pass.map_or(rate, |p| p.max(rate)));
+            }
+            StepOutcome::Fail => self.lowest_fail = lowest(self.lowest_fail),
+            StepOutcome::Inconclusive => {
+                self.lowest_inconclusive = lowest(self.lowest_inconclusive);
+            }
+        }
+    }
+
+    /// Why the search is over (meaningful once `next_rate` is `None`).
+    pub fn end(&self) -> SearchEnd {
+        match (self.highest_pass, self.upper()) {
+            (None, _) => SearchEnd::NothingPassed,
+            (Some(pass), None) if pass >= self.plan.max_rate => SearchEnd::MaxRatePassed,
+            (Some(pass), Some(upper)) if upper <= pass * (1.0 + self.plan.tolerance) => {
+                SearchEnd::Converged
+            }
+            _ => SearchEnd::StepBudget,
+        }
+    }
+
+    /// `upper / highest_pass - 1`, when both exist.
+    pub fn resolution(&self) -> Option<f64> {
+        Some(self.upper()? / self.highest_pass? - 1.0)
+    }
+}
+
+/// Rounds a rate to three significant digits (readable step names).
+pub fn round_rate(r: f64) -> f64 {
+    if r <= 0.0 || !r.is_finite() {
+        return r;
+    }
+    let digits = 2 - r.log10().floor() as i32;
+    if digits >= 0 {
+        let scale = 10f64.powi(digits);
+        (r * scale).round() / scale
+    } else {
+        let scale = 10f64.powi(-digits);
+        (r / scale).round() * scale
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use StepOutcome::{Fail, Inconclusive, Pass};
+
+    /// Runs the search against a service whose step outcomes `outcome` gives by rate.
+    fn simulate(plan: SearchPlan, outcome: impl Fn(f64) -> StepOutcome) -> (Search, Vec<f64>) {
+        let mut s = Search::new(plan);
+        let mut tried = Vec::new();
+        while let Some(r) = s.next_rate() {
+            assert!(tried.len() < 100, "runaway search");
+            tried.push(r);
+            s.record(r, outcome(r));
+        }
+        (s, tried)
+    }
+
+    fn below(capacity: f64) -> impl Fn(f64) -> StepOutcome {
+        move |r| if r <= capacity { Pass } else { Fail }
+    }
+
+    #[test]
+    fn ramps_then_bisects_to_five_percent_within_ten_steps() {
+        for capacity in [
+            2_500.0, 3_700.0, 9_999.0, 20_000.0, 33_000.0, 50_000.0, 63_000.0,
+        ] {
+            let (s, tried) = simulate(SearchPlan::new(2000.0, 100_000.0, 10), below(capacity));
+            assert!(tried.len() <= 10, "{capacity}: {tried:?}");
+            assert_eq!(s.end(), SearchEnd::Converged, "{capacity}: {tried:?}");
+            let knee = s.highest_pass().unwrap();
+            assert!(
+                knee <= capacity && knee >= capacity / 1.05,
+                "{capacity}: knee {knee}, {tried:?}"
+            );
+            assert!(s.resolution().unwrap() <= TOLERANCE);
+        }
+    }
+
+    #[test]
+    fn ramp_doubles_from_the_start_rate() {
+        let (_, tried) = simulate(SearchPlan::new(1000.0, 1e6, 10), below(5000.0));
+        assert_eq!(&tried[..4], &[1000.0, 2000.0, 4000.0, 8000.0]);
+        // then geometric bisection between 4000 and 8000
+        assert_eq!(tried[4], round_rate((4000.0_f64 * 8000.0).sqrt()));
+    }
+
+    #[test]
+    fn everything_passes_up_to_max_rate() {
+        let (s, tried) = simulate(SearchPlan::new(1000.0, 5000.0, 10), |_| Pass);
+        assert_eq!(tried, vec![1000.0, 2000.0, 4000.0, 5000.0]);
+        assert_eq!(s.end(), SearchEnd::MaxRatePassed);
+        assert_eq!(s.highest_pass(), Some(5000.0));
+    }
+
+    #[test]
+    fn start_rate_too_high_walks_down_then_bisects() {
+        let (s, tried) = simulate(SearchPlan::new(8000.0, 100_000.0, 10), below(1100.0));
+        assert_eq!(&tried[..4], &[8000.0, 4000.0, 2000.0, 1000.0]);
+        assert_eq!(s.end(), SearchEnd::Converged, "{tried:?}");
+        assert!(s.highest_pass().unwrap() >= 1100.0 / 1.05);
+    }
+
+    #[test]
+    fn nothing_passes() {
+        let (s, tried) = simulate(SearchPlan::new(8.0, 100.0, 10), |_| Fail);
+        assert_eq!(s.end(), SearchEnd::NothingPassed);
+        assert_eq!(tried, vec![8.0, 4.0, 2.0, 1.0]);
+    }
+
+    #[test]
+    fn step_budget_is_respected() {
+        let (s, tried) = simulate(SearchPlan::new(10.0, 1e9, 10), below(123_456.0));
+        assert_eq!(tried.len(), 10);
+        assert_eq!(s.end(), SearchEnd::StepBudget);
+        let (_, tried) = simulate(SearchPlan::new(2000.0, 1e6, 3), below(5000.0));
+        assert_eq!(tried.len(), 3);
+    }
+
+    #[test]
+    fn noisy_non_monotonic_results_still_terminate_in_bracket() {
+        // passes at 3000 but fails at 2600 (noise): the bracket only ever shrinks
+        let (s, tried) = simulate(SearchPlan::new(1000.0, 1e5, 10), |r| {
+            if r <= 2500.0 || (2900.0..3100.0).contains(&r) {
+                Pass
+            } else {
+                Fail
+            }
+        });
+        assert!(tried.len() <= 10);
+        assert!(s.lowest_fail().unwrap() > s.highest_pass().unwrap());
+    }
+
+    #[test]
+    fn an_inconclusive_step_caps_the_search_but_is_never_the_knee() {
+        // the service would pass up to 50k, the generator lags from 30k: the knee is the highest
+        // judged pass below 30k, within 5% of it, and no step at or above 30k counts as a pass
+        let (s, tried) = simulate(SearchPlan::new(2000.0, 100_000.0, 10), |r| {
+            if r >= 30_000.0 { Inconclusive } else { Pass }
+        });
+        assert_eq!(s.end(), SearchEnd::Converged, "{tried:?}");
+        let knee = s.highest_pass().unwrap();
+        assert!((30_000.0 / 1.05..30_000.0).contains(&knee), "{tried:?}");
+        assert_eq!(s.lowest_fail(), None);
+        assert_eq!(s.upper(), s.lowest_inconclusive());
+        assert!(tried.iter().filter(|&&r| r >= 30_000.0).count() >= 1);
+    }
+
+    #[test]
+    fn a_failure_below_an_inconclusive_step_is_the_top_of_the_bracket() {
+        let (s, _) = simulate(SearchPlan::new(1000.0, 1e5, 10), |r| match r {
+            r if r <= 3000.0 => Pass,
+            r if r < 7000.0 => Fail,
+            _ => Inconclusive,
+        });
+        assert_eq!(s.upper(), s.lowest_fail());
+        assert!(s.highest_pass().unwrap() >= 3000.0 / 1.05);
+    }
+
+    #[test]
+    fn inconclusive_at_the_start_walks_down_like_a_failure() {
+        let (s, tried) = simulate(SearchPlan::new(8000.0, 1e5, 10), |r| {
+            if r > 1500.0 { Inconclusive } else { Pass }
+        });
+        assert_eq!(&tried[..3], &[8000.0, 4000.0, 2000.0]);
+        assert_eq!(s.end(), SearchEnd::Converged);
+    }
+
+    #[test]
+    fn round_rate_keeps_three_digits() {
+        assert_eq!(round_rate(45_254.8), 45_300.0);
+        assert_eq!(round_rate(14.142), 14.1);
+        assert_eq!(round_rate(1000.0), 1000.0);
+        assert_eq!(round_rate(0.5), 0.5);
+    }
+}
