@@ -32,16 +32,43 @@ pub const UNMATCHED: &str = "unmatched";
 /// Route label used once the route table is full (more distinct patterns than any router has).
 pub const OTHER: &str = "other";
 
-/// Route patterns of linkr's API, resolved when [`Metrics`] is created.
-pub const KNOWN_ROUTES: &[&str] = &[
-    "/{code}",
-    "/v1/links",
-    "/v1/links/{code}",
-    "/healthz",
-    "/readyz",
-    "/startupz",
-    "/openapi.json",
+/// A route pattern of linkr's API, the methods it answers, and whether it rate-limits.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownRoute {
+    pub pattern: &'static str,
+    pub methods: &'static [&'static str],
+    pub rate_limited: bool,
+}
+
+/// linkr's API routes. When [`Metrics`] is created each is resolved and its counters with
+/// known labels start at 0 (requests by method and status class, latency by method, 429s), so
+/// that rates and ratios over them exist before the first such request.
+pub const KNOWN_ROUTES: &[KnownRoute] = &[
+    KnownRoute::new("/{code}", &["GET"], true),
+    KnownRoute::new("/v1/links", &["POST"], true),
+    KnownRoute::new("/v1/links/{code}", &["GET", "DELETE"], true),
+    KnownRoute::new("/healthz", &["GET"], false),
+    KnownRoute::new("/readyz", &["GET"], false),
+    KnownRoute::new("/startupz", &["GET"], false),
+    KnownRoute::new("/openapi.json", &["GET"], false),
 ];
+
+impl KnownRoute {
+    const fn new(
+        pattern: &'static str,
+        methods: &'static [&'static str],
+        rate_limited: bool,
+    ) -> Self {
+        Self {
+            pattern,
+            methods,
+            rate_limited,
+        }
+    }
+}
+
+/// Status classes a request counter starts at 0 with (a response is never 1xx).
+const INITIAL_STATUS_CLASSES: std::ops::Range<usize> = 1..5;
 
 /// Latency buckets in seconds: 25 µs to 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -142,6 +169,42 @@ impl RouteMetrics {
         }
     }
 
+    /// Creates the series of `known` at 0.
+    fn init(&self, known: &KnownRoute, f: &Families) {
+        for method in known.methods {
+            let m = METHODS
+                .iter()
+                .position(|x| x == method)
+                .unwrap_or(METHODS.len() - 1);
+            for class in INITIAL_STATUS_CLASSES {
+                self.requests(f, m, class);
+            }
+            self.duration(f, m);
+        }
+        if known.rate_limited {
+            self.rate_limited(f);
+        }
+    }
+
+    fn requests(&self, f: &Families, method: usize, class: usize) -> &IntCounter {
+        self.requests[method][class].get_or_init(|| {
+            f.requests
+                .with_label_values(&[&*self.pattern, METHODS[method], STATUS_CLASSES[class]])
+        })
+    }
+
+    fn duration(&self, f: &Families, method: usize) -> &Histogram {
+        self.duration[method].get_or_init(|| {
+            f.duration
+                .with_label_values(&[&*self.pattern, METHODS[method]])
+        })
+    }
+
+    fn rate_limited(&self, f: &Families) -> &IntCounter {
+        self.rate_limited
+            .get_or_init(|| f.rate_limited.with_label_values(&[&*self.pattern]))
+    }
+
     fn observe(
         &self,
         f: &Families,
@@ -150,22 +213,8 @@ impl RouteMetrics {
         took: Duration,
         a: AllocCount,
     ) {
-        let class = status_index(status);
-        self.requests[method][class]
-            .get_or_init(|| {
-                f.requests.with_label_values(&[
-                    &*self.pattern,
-                    METHODS[method],
-                    STATUS_CLASSES[class],
-                ])
-            })
-            .inc();
-        self.duration[method]
-            .get_or_init(|| {
-                f.duration
-                    .with_label_values(&[&*self.pattern, METHODS[method]])
-            })
-            .observe(took.as_secs_f64());
+        self.requests(f, method, status_index(status)).inc();
+        self.duration(f, method).observe(took.as_secs_f64());
         self.allocs.observe(a.allocs as f64);
         self.bytes.observe(a.bytes as f64);
     }
@@ -359,8 +408,13 @@ impl Metrics {
             len: AtomicUsize::new(0),
             insert: Mutex::new(()),
         };
-        for pattern in [OTHER, UNMATCHED].iter().chain(KNOWN_ROUTES) {
+        for pattern in [OTHER, UNMATCHED] {
             routes.get_or_insert(pattern, &families);
+        }
+        for known in KNOWN_ROUTES {
+            routes
+                .get_or_insert(known.pattern, &families)
+                .init(known, &families);
         }
         Ok(Self {
             registry,
@@ -397,10 +451,7 @@ impl Metrics {
 
     /// Counts a request refused by the rate limiter; `route` is the matched route pattern.
     pub fn rate_limited(&self, route: &str) {
-        let r = self.route(Some(route));
-        r.rate_limited
-            .get_or_init(|| self.families.rate_limited.with_label_values(&[&*r.pattern]))
-            .inc();
+        self.route(Some(route)).rate_limited(&self.families).inc();
     }
 
     /// Requests being handled now.
@@ -649,6 +700,25 @@ mod tests {
         let routes = m.routes();
         assert!(routes.len() <= ROUTE_CAPACITY);
         assert!(routes.iter().any(|r| r.route == OTHER));
+    }
+
+    #[test]
+    fn counters_with_known_labels_start_at_zero() {
+        let text = Metrics::new().render();
+        for series in [
+            r#"linkr_rate_limited_total{route="/{code}"} 0"#,
+            r#"linkr_rate_limited_total{route="/v1/links"} 0"#,
+            r#"linkr_rate_limited_total{route="/v1/links/{code}"} 0"#,
+            r#"linkr_http_requests_total{method="GET",route="/{code}",status="5xx"} 0"#,
+            r#"linkr_http_requests_total{method="DELETE",route="/v1/links/{code}",status="4xx"} 0"#,
+            r#"linkr_http_requests_total{method="GET",route="/healthz",status="2xx"} 0"#,
+            r#"linkr_http_request_duration_seconds_count{method="POST",route="/v1/links"} 0"#,
+            r#"linkr_request_allocations_count{route="/openapi.json"} 0"#,
+        ] {
+            assert!(text.contains(series), "missing {series} in\n{text}");
+        }
+        assert!(!text.contains(r#"linkr_rate_limited_total{route="/healthz"}"#));
+        assert!(!text.contains(r#"status="1xx""#));
     }
 
     #[test]

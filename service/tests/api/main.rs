@@ -7,6 +7,7 @@ mod helpers;
 mod lifecycle;
 mod links;
 mod logging;
+mod metrics;
 mod probes;
 mod ratelimit;
 mod redirect;

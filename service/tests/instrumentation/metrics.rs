@@ -84,10 +84,12 @@ async fn a_thousand_codes_are_one_route_label() {
         "a concrete path became a label"
     );
     let s = parse(&text);
-    assert_eq!(
-        routes_of(&s, "linkr_http_requests_total"),
-        [CODE_ROUTE, "unmatched"].map(String::from).into()
-    );
+    let mut expected: BTreeSet<String> = linkr::metrics::KNOWN_ROUTES
+        .iter()
+        .map(|r| r.pattern.replace('{', "<").replace('}', ">"))
+        .collect();
+    expected.insert("unmatched".into());
+    assert_eq!(routes_of(&s, "linkr_http_requests_total"), expected);
     for x in s.samples.iter().filter(|x| x.metric.starts_with("linkr_")) {
         if let Some(route) = x.labels.get("route") {
             assert!(
@@ -197,7 +199,7 @@ async fn rate_limited_and_store_counters_are_exported() {
     let value = |name: &str| {
         s.samples
             .iter()
-            .find(|x| x.metric == name)
+            .find(|x| x.metric == name && x.labels.get("route").is_none_or(|r| r == "/v1/links"))
             .unwrap_or_else(|| panic!("missing {name}"))
             .value
             .clone()
@@ -213,4 +215,52 @@ async fn rate_limited_and_store_counters_are_exported() {
         value("linkr_store_click_flushes_total"),
         Value::Counter(3.0)
     );
+}
+
+#[tokio::test]
+async fn counters_with_known_labels_are_exported_at_zero_before_any_request() {
+    let h = Harness::start().await;
+    let s = scrape(&h).await;
+    let sample = |metric: &str, labels: &[(&str, &str)]| {
+        s.samples
+            .iter()
+            .find(|x| x.metric == metric && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("missing {metric}{labels:?}"))
+            .value
+            .clone()
+    };
+    for route in [CODE_ROUTE, "/v1/links", "/v1/links/<code>"] {
+        assert_eq!(
+            sample("linkr_rate_limited_total", &[("route", route)]),
+            Value::Counter(0.0),
+            "{route}"
+        );
+    }
+    assert!(
+        !routes_of(&s, "linkr_rate_limited_total").contains("/healthz"),
+        "probes are never rate limited"
+    );
+    for (route, method) in [
+        (CODE_ROUTE, "GET"),
+        ("/v1/links", "POST"),
+        ("/v1/links/<code>", "DELETE"),
+    ] {
+        for status in ["2xx", "3xx", "4xx", "5xx"] {
+            assert_eq!(
+                sample(
+                    "linkr_http_requests_total",
+                    &[("route", route), ("method", method), ("status", status)]
+                ),
+                Value::Counter(0.0),
+                "{method} {route} {status}"
+            );
+        }
+        let Value::Histogram(buckets) = sample(
+            "linkr_http_request_duration_seconds",
+            &[("route", route), ("method", method)],
+        ) else {
+            panic!("latency of {method} {route} is not a histogram")
+        };
+        assert_eq!(buckets.last().unwrap().count, 0.0);
+    }
 }
