@@ -13,7 +13,9 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use crate::alloc;
+use crate::error::ApiError;
 use crate::metrics::{Metrics, RouteAllocs, StoreSample};
+use crate::middleware::RequestContextLayer;
 use crate::profiling::{self, Format, ProfileError, ProfileRequest};
 
 /// Run-time control of the log filter (implemented over tracing-subscriber's reload handle).
@@ -41,7 +43,20 @@ pub fn router(state: AdminState) -> Router {
         .route("/debug/pprof/last", get(last_profile))
         .route("/debug/allocs", get(allocs).put(set_counting))
         .route("/debug/log-level", get(log_level).put(set_log_level))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        // JSON bodies for errors no handler wrote (extractor rejections), request ids, and a
+        // JSON 500 if a handler panics; no access log on this listener.
+        .layer(RequestContextLayer::new(false))
         .with_state(state)
+}
+
+async fn no_route() -> ApiError {
+    ApiError::NoRoute
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -239,10 +254,16 @@ async fn set_counting(
     let on = match q.counting.as_deref() {
         Some("on" | "true" | "1") => true,
         Some("off" | "false" | "0") => false,
-        other => {
+        Some(other) => {
             return Err(AdminError::InvalidParameter(format!(
-                "counting must be on or off, got {other:?}"
+                "counting must be on or off (or true/false), got \"{}\"",
+                other.escape_default()
             )));
+        }
+        None => {
+            return Err(AdminError::InvalidParameter(
+                "missing query parameter `counting` (on or off)".into(),
+            ));
         }
     };
     if on && !alloc::COUNTING {
@@ -275,6 +296,10 @@ async fn set_log_level(
             "missing query parameter `level` (e.g. level=debug or level=linkr=debug,info)".into(),
         )
     })?;
+    // Checked here too, whatever the control does: a bare word tracing would take for a target
+    // (`deubg`) silences every log line, the access log included.
+    crate::telemetry::parse_filter(&level)
+        .map_err(|e| AdminError::InvalidParameter(format!("invalid log filter {level:?}: {e}")))?;
     state
         .log_level
         .set(&level)

@@ -365,7 +365,7 @@ impl RawConfig {
                 None
             }
         };
-        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log) {
+        if let Err(e) = crate::telemetry::parse_filter(&self.log) {
             p.push("LINKR_LOG", format!("invalid filter {:?}: {e}", self.log));
         }
         let access_log = p.check("LINKR_ACCESS_LOG", parse_switch(&self.access_log));
@@ -790,6 +790,22 @@ mod tests {
             "LINKR_API_KEYS",
         ] {
             assert!(text.contains(var), "{var} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_log_filter_word_that_is_no_level_or_target_is_a_problem() {
+        for bad in ["deubg", "verbose", "warning", "linkr=debug,deubg"] {
+            let problems = raw(&["--log", bad, "--addr", "nope"])
+                .validate()
+                .unwrap_err();
+            let text = problems.join("\n");
+            assert!(text.contains("LINKR_LOG"), "{bad}: {text}");
+            assert!(text.contains("LINKR_ADDR"), "reported together: {text}");
+        }
+        for good in ["debug", "linkr=debug,tower_http=info,warn"] {
+            let c = raw(&["--log", good]).validate().unwrap();
+            assert_eq!(c.log_filter, good);
         }
     }
 

@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
@@ -24,6 +25,117 @@ pub enum TelemetryError {
     Otel(String),
 }
 
+/// Levels a filter may name (case-insensitive; tracing also reads `0` (off) to `5` (trace)).
+pub const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+
+/// Crates linked into linkr whose events a filter can select: a directive's target must start
+/// with one of them (`linkr`, `linkr::access`, `tower_http::trace`). `EnvFilter` reads a bare
+/// word that is not a level as a target, so without this check `deubg` would enable an unknown
+/// target and silence everything else.
+pub const KNOWN_TARGETS: &[&str] = &[
+    "linkr",
+    "axum",
+    "axum_core",
+    "tower",
+    "tower_http",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "tokio",
+    "tokio_util",
+    "redb",
+    "tokio_postgres",
+    "deadpool_postgres",
+    "redis",
+    "pprof",
+    "inferno",
+];
+
+/// [`KNOWN_TARGETS`] of the `otel` feature.
+#[cfg(feature = "otel")]
+const OTEL_TARGETS: &[&str] = &[
+    "opentelemetry",
+    "opentelemetry_sdk",
+    "opentelemetry_otlp",
+    "tracing_opentelemetry",
+    "reqwest",
+];
+#[cfg(not(feature = "otel"))]
+const OTEL_TARGETS: &[&str] = &[];
+
+fn is_known_target(target: &str) -> bool {
+    let root = target.split("::").next().unwrap_or_default();
+    KNOWN_TARGETS.iter().chain(OTEL_TARGETS).any(|t| *t == root)
+}
+
+fn known_targets() -> String {
+    KNOWN_TARGETS
+        .iter()
+        .chain(OTEL_TARGETS)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Parses `directives` (`EnvFilter` syntax, e.g. `info` or `linkr=debug,warn`) after checking
+/// each comma-separated directive's level and target; `Err` says what is wrong, naming the word.
+pub fn parse_filter(directives: &str) -> Result<EnvFilter, String> {
+    if directives.trim().is_empty() {
+        return Err(format!(
+            "the filter is empty; give a level ({}) or target=level",
+            LEVELS.join(", ")
+        ));
+    }
+    for directive in directives.split(',').map(str::trim) {
+        if !directive.is_empty() {
+            check_directive(directive)?;
+        }
+    }
+    EnvFilter::builder()
+        .parse(directives)
+        .map_err(|e| e.to_string())
+}
+
+/// `level`, `target`, `target=level`, `target[span{field=value}]=level`.
+fn check_directive(directive: &str) -> Result<(), String> {
+    let (head, level) = match directive.rfind(']') {
+        Some(close) => (
+            &directive[..=close],
+            directive[close + 1..].strip_prefix('='),
+        ),
+        None => match directive.split_once('=') {
+            Some((head, level)) => (head, Some(level)),
+            None => (directive, None),
+        },
+    };
+    let levels = LEVELS.join(", ");
+    let target = head.split('[').next().unwrap_or_default().trim();
+    match level.map(str::trim) {
+        Some(level) if level.is_empty() || level.parse::<LevelFilter>().is_err() => {
+            return Err(format!(
+                "{level:?} in {directive:?} is not a log level; levels are {levels}"
+            ));
+        }
+        Some(_) => {}
+        None if head.contains('[') => {}
+        None if target.parse::<LevelFilter>().is_ok() => return Ok(()),
+        None if !is_known_target(target) => {
+            return Err(format!(
+                "{target:?} is neither a log level ({levels}) nor a known log target ({})",
+                known_targets()
+            ));
+        }
+        None => {}
+    }
+    if !target.is_empty() && !is_known_target(target) {
+        return Err(format!(
+            "{target:?} in {directive:?} is not a known log target ({}); levels are {levels}",
+            known_targets()
+        ));
+    }
+    Ok(())
+}
+
 /// Changes the live log filter. Cheap to clone.
 #[derive(Clone)]
 pub struct LogLevel(Arc<Inner>);
@@ -43,8 +155,7 @@ impl LogLevel {
     }
 
     pub fn set(&self, directives: &str) -> Result<(), String> {
-        let filter = EnvFilter::builder()
-            .parse(directives)
+        let filter = parse_filter(directives)
             .map_err(|e| format!("invalid log filter {directives:?}: {e}"))?;
         match &*self.0 {
             Inner::Live(handle) => handle.reload(filter).map_err(|e| e.to_string()),
@@ -79,9 +190,8 @@ static INSTALLED: OnceLock<LogLevel> = OnceLock::new();
 
 /// Installs the global subscriber described by `config` and returns the live filter handle.
 pub fn init(config: &Config) -> Result<LogLevel, TelemetryError> {
-    let filter = EnvFilter::builder()
-        .parse(&config.log_filter)
-        .map_err(|e| TelemetryError::Filter(config.log_filter.clone(), e.to_string()))?;
+    let filter = parse_filter(&config.log_filter)
+        .map_err(|e| TelemetryError::Filter(config.log_filter.clone(), e))?;
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
     #[cfg(feature = "otel")]
@@ -228,5 +338,62 @@ mod tests {
         assert_eq!(level.current(), "linkr=debug,warn");
         assert!(level.set("linkr=loud").is_err());
         assert_eq!(level.current(), "linkr=debug,warn");
+    }
+
+    #[test]
+    fn levels_targets_and_their_combinations_parse() {
+        for good in [
+            "info",
+            "DEBUG",
+            "off",
+            "3",
+            "linkr",
+            "linkr::access=off,info",
+            "linkr=debug,tower_http=trace,warn",
+            "hyper_util::client=warn",
+            "linkr[request]=debug",
+            "[request{route=/v1/links}]=trace",
+            "info,",
+        ] {
+            parse_filter(good).unwrap_or_else(|e| panic!("{good:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_misspelt_level_is_not_taken_for_a_target() {
+        for (bad, word) in [
+            ("deubg", "deubg"),
+            ("verbose", "verbose"),
+            ("warning", "warning"),
+            ("linkr=debug,deubg", "deubg"),
+            ("linkr=loud", "loud"),
+            ("linkr=", "\"\""),
+            ("lnkr=debug", "lnkr"),
+            ("tower-http=debug", "tower-http"),
+            ("", "empty"),
+            (" ", "empty"),
+        ] {
+            let e = parse_filter(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} parsed"));
+            assert!(e.contains(word), "{bad:?}: {e}");
+            assert!(
+                e.contains("trace, debug, info, warn, error, off"),
+                "{bad:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn known_targets_name_crates_linkr_depends_on() {
+        let lock = include_str!("../../Cargo.lock");
+        for target in KNOWN_TARGETS.iter().chain(OTEL_TARGETS) {
+            let name = target.replace('_', "-");
+            assert!(
+                lock.contains(&format!("name = \"{name}\"\n"))
+                    || lock.contains(&format!("name = \"{target}\"\n")),
+                "{target} is not a crate in Cargo.lock"
+            );
+        }
     }
 }

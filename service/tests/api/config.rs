@@ -57,6 +57,33 @@ fn every_config_problem_is_reported_at_once_before_binding() {
 }
 
 #[test]
+fn a_log_filter_word_that_is_no_level_is_a_config_error() {
+    for (word, how) in [("deubg", "env"), ("verbose", "flag"), ("warning", "env")] {
+        let mut cmd = linkr();
+        cmd.env("LINKR_RATE_LIMIT", "lots");
+        if how == "env" {
+            cmd.env("LINKR_LOG", word);
+        } else {
+            cmd.args(["--log", word]);
+        }
+        let output = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{word}: {stderr}");
+        assert!(stderr.contains("2 problems"), "{stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("LINKR_LOG"))
+            .unwrap_or_else(|| panic!("LINKR_LOG not reported:\n{stderr}"));
+        assert!(line.contains(word), "{line}");
+        assert!(
+            line.contains("trace, debug, info, warn, error, off"),
+            "{line}"
+        );
+        assert!(output.stdout.is_empty(), "nothing logged, nothing served");
+    }
+}
+
+#[test]
 fn flags_override_the_environment() {
     let output = linkr()
         .env("LINKR_ADDR", "not-an-address")

@@ -101,3 +101,60 @@ async fn access_log_can_be_switched_off() {
     assert!(stdout.contains("shutdown complete"), "{stdout}");
     assert!(!stdout.contains("linkr::access"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misspelt_log_level_is_refused_and_logging_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut linkr = ChildApp::spawn(dir.path(), &[]);
+    linkr.wait_started().await;
+    let admin = linkr
+        .stdout()
+        .lines()
+        .find_map(|l| {
+            let event: Value = serde_json::from_str(l).ok()?;
+            event["admin_addr"].as_str().map(str::to_string)
+        })
+        .expect("the listening line names the admin address");
+    let client = client();
+    for word in ["deubg", "verbose", "warning"] {
+        let response = client
+            .put(format!("http://{admin}/debug/log-level?level={word}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{word}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_parameter");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(word), "{message}");
+        assert!(
+            message.contains("trace, debug, info, warn, error, off"),
+            "{message}"
+        );
+    }
+    let level: Value = client
+        .get(format!("http://{admin}/debug/log-level"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(level["level"], "info");
+    let response = client
+        .get(linkr.url("/healthz"))
+        .header("x-request-id", "after-the-typo")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    linkr.signal(libc::SIGTERM);
+    assert!(linkr.wait_exit(Duration::from_secs(20)).success());
+    let stdout = linkr.stdout();
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("linkr::access") && l.contains("after-the-typo")),
+        "the access log stopped:\n{stdout}"
+    );
+}

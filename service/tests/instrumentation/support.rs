@@ -1,6 +1,6 @@
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -8,29 +8,8 @@ use axum::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use linkr::admin::{AdminState, LogLevelControl};
+use linkr::admin::AdminState;
 use linkr::metrics::{Metrics, track_request};
-
-/// A log-level control that validates like an `EnvFilter` would (roughly) and remembers.
-pub struct TestLogLevel(Mutex<String>);
-
-impl LogLevelControl for TestLogLevel {
-    fn set(&self, directives: &str) -> Result<(), String> {
-        let ok = directives.split(',').all(|d| {
-            let level = d.rsplit('=').next().unwrap_or_default().trim();
-            matches!(level, "trace" | "debug" | "info" | "warn" | "error" | "off")
-        });
-        if !ok {
-            return Err(format!("invalid log filter {directives:?}"));
-        }
-        *self.0.lock().unwrap() = directives.to_string();
-        Ok(())
-    }
-
-    fn current(&self) -> String {
-        self.0.lock().unwrap().clone()
-    }
-}
 
 pub struct Harness {
     pub metrics: Arc<Metrics>,
@@ -44,7 +23,7 @@ impl Harness {
         let metrics = Metrics::new();
         let admin = serve(linkr::admin::router(AdminState {
             metrics: Arc::clone(&metrics),
-            log_level: Arc::new(TestLogLevel(Mutex::new("info".into()))),
+            log_level: Arc::new(linkr::telemetry::LogLevel::detached("info")),
             store: None,
         }))
         .await;
