@@ -1,7 +1,7 @@
 //! The `loadgen` command line: `run`, `knee` and `compare`, their argument types and parsers.
 //!
 //! Exit codes: 0 pass, 1 a threshold or regression failed, 2 usage or set-up error (clap's usage
-//! errors included, as one line), 130 interrupted.
+//! errors included, with clap's whole message), 130 interrupted.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +27,7 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 #[command(
     name = "loadgen",
     version,
+    arg_required_else_help = true,
     about = "Open-model load generator for linkr (and any HTTP server), on goose",
     long_about = "Open-model load generator for linkr (and any HTTP server), on goose.\n\n\
         Requests leave on a schedule fixed in advance (constant rate, or Poisson), whatever the\n\
@@ -60,15 +61,12 @@ impl Command {
     }
 }
 
+/// `--target URL` or `--spawn`, exactly one (named together in clap's message when missing).
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("where").required(true).args(["target", "spawn"])))]
 pub struct RunArgs {
     /// Base URL of a running server (for --scenario get, the URL to GET).
-    #[arg(
-        long,
-        value_name = "URL",
-        conflicts_with = "spawn",
-        required_unless_present = "spawn"
-    )]
+    #[arg(long, value_name = "URL")]
     pub target: Option<String>,
     /// Start the release linkr beside this executable (or --linkr), seed it, stop it at the end.
     #[arg(long)]
@@ -128,8 +126,9 @@ pub struct CompareArgs {
     /// Candidate, of the same kind.
     #[arg(value_name = "NEW.json")]
     pub new: PathBuf,
-    /// Fail (exit 1) when the rate falls, or the p99 grows, by more than this percentage.
-    #[arg(long, value_name = "PCT", default_value_t = 10.0, value_parser = parse_pct)]
+    /// Fail (exit 1) when the rate falls, or the p99 at a common rate grows, by more than this
+    /// percentage. Negative demands an improvement: -5 fails unless both got at least 5% better.
+    #[arg(long, value_name = "PCT", default_value_t = 10.0, allow_negative_numbers = true, value_parser = parse_signed_pct)]
     pub max_regression: f64,
 }
 
@@ -169,14 +168,10 @@ is below --min-knee-rate, 2 usage or set-up error.";
 /// Flags of `loadgen knee`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(about = KNEE_ABOUT, long_about = KNEE_LONG_ABOUT)]
+#[command(group(clap::ArgGroup::new("where").required(true).args(["target", "spawn"])))]
 pub struct KneeArgs {
     /// Base URL of a running service to drive (any HTTP server with --scenario get).
-    #[arg(
-        long,
-        value_name = "URL",
-        conflicts_with = "spawn",
-        required_unless_present = "spawn"
-    )]
+    #[arg(long, value_name = "URL")]
     pub target: Option<String>,
 
     /// Start the release linkr (beside this executable, or --linkr), seed it, stop it at the end.
@@ -316,21 +311,18 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_signed_pct(s: &str) -> Result<f64, String> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if p.is_finite() => Ok(p),
+        _ => Err(format!("invalid percentage {s:?}")),
+    }
+}
+
 fn parse_pct(s: &str) -> Result<f64, String> {
     match s.trim_end_matches('%').parse::<f64>() {
         Ok(p) if p.is_finite() && p >= 0.0 => Ok(p),
         _ => Err(format!("invalid percentage {s:?}")),
     }
-}
-
-/// The first line of a clap error (`error: ...`), for a one-line usage message.
-pub fn one_line(e: &clap::Error) -> String {
-    let text = e.to_string();
-    let line = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("error: invalid usage");
-    format!("loadgen: {}", line.trim_start_matches("error: "))
 }
 
 /// `loadgen compare`.

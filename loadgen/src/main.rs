@@ -13,16 +13,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        // clap's whole message: what is wrong (every missing argument by name), the usage line,
+        // and where to get help; `--help` and `--version` go to stdout and exit 0, the rest
+        // (bare `loadgen` too, which prints the help listing the subcommands) to stderr, exit 2.
         Err(e) => {
+            let _ = e.print();
             return match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-                    let _ = e.print();
-                    ExitCode::SUCCESS
-                }
-                _ => {
-                    eprintln!("{}", cli::one_line(&e));
-                    ExitCode::from(EXIT_USAGE)
-                }
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(EXIT_USAGE),
             };
         }
     };

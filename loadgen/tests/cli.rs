@@ -1,4 +1,4 @@
-//! The `loadgen` binary: exit codes, one-line usage errors, `run --json`/`--hgrm` files.
+//! The `loadgen` binary: exit codes, usage errors with clap's whole message, `run --json`/`--hgrm` files.
 
 mod driver_support;
 
@@ -16,21 +16,69 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Exit 2 with exactly one line on stderr.
+/// Exit 2 with a message on stderr that mentions `mentions`.
 fn assert_usage_error(o: &Output, mentions: &str) {
     assert_eq!(o.status.code(), Some(2), "stderr: {}", stderr(o));
     let err = stderr(o);
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
     assert!(
         err.contains(mentions),
         "{err:?} does not mention {mentions:?}"
     );
 }
 
+/// A clap usage error: clap's whole message (what is wrong, where to get help; the usage line when
+/// an argument is missing or misplaced).
+fn assert_clap_error(o: &Output, mentions: &[&str]) {
+    for m in mentions {
+        assert_usage_error(o, m);
+    }
+    let err = stderr(o);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains("--help"), "{err}");
+}
+
 #[test]
-fn usage_errors_exit_2_with_one_line() {
-    assert_usage_error(&loadgen(&["run", "--rate", "10"]), "required");
-    assert_usage_error(
+fn a_missing_argument_is_named_in_clap_s_whole_message() {
+    let o = loadgen(&["run", "--rate", "10"]);
+    assert_clap_error(
+        &o,
+        &[
+            "the following required arguments were not provided:",
+            "--duration <D>",
+            "<--target <URL>|--spawn>",
+            "Usage: loadgen run --rate <R> --duration <D> <--target <URL>|--spawn>",
+        ],
+    );
+    assert_clap_error(
+        &loadgen(&["knee", "--slo-p99", "5ms"]),
+        &["<--target <URL>|--spawn>"],
+    );
+    assert_clap_error(
+        &loadgen(&["compare", "only-one.json"]),
+        &[
+            "<NEW.json>",
+            "Usage: loadgen compare <BASE.json> <NEW.json>",
+        ],
+    );
+}
+
+#[test]
+fn bare_loadgen_lists_the_subcommands_and_exits_2() {
+    let o = loadgen(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("Usage: loadgen <COMMAND>"), "{err}");
+    for cmd in ["run ", "knee ", "compare "] {
+        assert!(
+            err.contains(&format!("\n  {cmd}")),
+            "{cmd} not listed: {err}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_clap_error(
         &loadgen(&[
             "run",
             "--target",
@@ -41,9 +89,9 @@ fn usage_errors_exit_2_with_one_line() {
             "--duration",
             "1s",
         ]),
-        "cannot be used with",
+        &["cannot be used with"],
     );
-    assert_usage_error(
+    assert_clap_error(
         &loadgen(&[
             "run",
             "--target",
@@ -53,9 +101,9 @@ fn usage_errors_exit_2_with_one_line() {
             "--duration",
             "ten",
         ]),
-        "invalid duration",
+        &["invalid duration"],
     );
-    assert_usage_error(
+    assert_clap_error(
         &loadgen(&[
             "run",
             "--target",
@@ -65,11 +113,10 @@ fn usage_errors_exit_2_with_one_line() {
             "--duration",
             "1s",
         ]),
-        "rate",
+        &["rate"],
     );
-    assert_usage_error(&loadgen(&["compare", "only-one.json"]), "required");
-    assert_usage_error(&loadgen(&["frobnicate"]), "frobnicate");
-    assert_usage_error(
+    assert_clap_error(&loadgen(&["frobnicate"]), &["frobnicate"]);
+    assert_clap_error(
         &loadgen(&[
             "run",
             "--target",
@@ -81,8 +128,15 @@ fn usage_errors_exit_2_with_one_line() {
             "--scenario",
             "nope",
         ]),
-        "nope",
+        &["nope"],
     );
+}
+
+/// Exit 2 with one line on stderr: a set-up error found after parsing.
+fn assert_setup_error(o: &Output, mentions: &str) {
+    assert_usage_error(o, mentions);
+    let err = stderr(o);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
 }
 
 #[test]
@@ -112,7 +166,7 @@ fn a_linkr_scenario_without_api_key_is_a_setup_error() {
         "--scenario",
         "redirect",
     ]);
-    assert_usage_error(&o, "--api-key");
+    assert_setup_error(&o, "--api-key");
 }
 
 #[test]

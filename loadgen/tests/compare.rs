@@ -78,22 +78,90 @@ fn run_results_compare_and_p99_growth_is_a_regression() {
 }
 
 #[test]
-fn bad_inputs_exit_2_with_one_line() {
+fn a_better_knee_is_not_flagged_for_its_p99_at_a_higher_rate() {
+    // the case: knee 30,600 -> 47,300 req/s; p99 at the knees 4.0 -> 8.8 ms, but at the
+    // base's knee the new run's p99 (between its steps at 16,000 and 32,000) is lower
+    let dir = tempfile::tempdir().unwrap();
+    let with_steps = |rate: f64, p99: u64, steps: Vec<serde_json::Value>| json!({"knee":{"rate":rate,"p99_us":p99},"slo_p99_us":10000,"steps":steps,"bound":"generator"});
+    let base = write(
+        dir.path(),
+        "base.json",
+        with_steps(
+            30_600.0,
+            4_000,
+            vec![
+                run_json(16_000.0, 900),
+                run_json(30_600.0, 4_000),
+                run_json(32_000.0, 25_000),
+            ],
+        ),
+    );
+    let new = write(
+        dir.path(),
+        "new.json",
+        with_steps(
+            47_300.0,
+            8_800,
+            vec![
+                run_json(16_000.0, 700),
+                run_json(32_000.0, 1_900),
+                run_json(47_300.0, 8_800),
+            ],
+        ),
+    );
+    let o = loadgen(&["compare", s(&base), s(&new)]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(!out.contains("REGRESSION"), "{out}");
+    assert!(out.contains("p99 at 30600.0/s"), "{out}");
+    assert!(out.contains("4.000 ms (at 30600.0/s)"), "{out}");
+    assert!(out.contains("interp. 16000-32000"), "{out}");
+    // the reverse is a regression of the knee rate
+    let o = loadgen(&["compare", s(&new), s(&base)]);
+    assert_eq!(o.status.code(), Some(1));
+
+    // a negative threshold demands an improvement: this one has it, a run against itself not
+    let o = loadgen(&["compare", s(&base), s(&new), "--max-regression", "-5"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = loadgen(&["compare", s(&base), s(&base), "--max-regression", "-5"]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn bad_inputs_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let run = write(dir.path(), "run.json", run_json(1.0, 1));
     let knee = write(dir.path(), "knee.json", knee_json(1.0, 1));
     let junk = dir.path().join("junk.json");
     std::fs::write(&junk, "not json").unwrap();
+    // the files: one line naming the problem
     for args in [
         vec!["compare", s(&run), s(&knee)],
         vec!["compare", s(&run), s(&junk)],
         vec!["compare", s(&run), "/nonexistent.json"],
-        vec!["compare", s(&run)],
-        vec!["compare", s(&run), s(&run), "--max-regression", "lots"],
     ] {
         let o = loadgen(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err:?}");
+    }
+    // the command line: clap's message with the usage
+    for (args, says) in [
+        (vec!["compare", s(&run)], "<NEW.json>"),
+        (
+            vec!["compare", s(&run), s(&run), "--max-regression", "lots"],
+            "invalid percentage",
+        ),
+    ] {
+        let o = loadgen(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(says) && err.contains("--help"), "{err}");
     }
 }
