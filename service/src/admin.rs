@@ -79,6 +79,11 @@ impl IntoResponse for AdminError {
             Self::Profile(e @ ProfileError::Busy) => {
                 (StatusCode::CONFLICT, "profile_in_progress", e.to_string())
             }
+            Self::Profile(e @ ProfileError::Unavailable(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "profiler_unavailable",
+                e.to_string(),
+            ),
             Self::Profile(ProfileError::Failed(detail)) => {
                 tracing::error!(error = %detail, "CPU profile failed");
                 (
@@ -128,7 +133,11 @@ struct ProfileQuery {
     seconds: Option<String>,
     frequency: Option<String>,
     format: Option<String>,
+    /// Accepted (true or false) so old URLs keep working; ignored: no sampler drops libc now.
     include_libc: Option<String>,
+    /// `auto` (default: perf events, else per-thread timers), `perf`, `perf-user`, `timer`,
+    /// `itimer`.
+    mode: Option<String>,
 }
 
 async fn cpu_profile(
@@ -140,11 +149,13 @@ async fn cpu_profile(
         q.frequency.as_deref(),
         q.format.as_deref(),
         q.include_libc.as_deref(),
+        q.mode.as_deref(),
     )?;
     let profile = profiling::capture(&req).await?;
     tracing::info!(
         seconds = req.duration.as_secs(),
         frequency = req.frequency,
+        mode = profile.mode().as_str(),
         samples = profile.samples(),
         sampled_cpu_s = profile.sampled_time().as_secs_f64(),
         process_cpu_s = profile.cpu_time().as_secs_f64(),
@@ -171,7 +182,7 @@ async fn last_profile(
 }
 
 async fn render(profile: Arc<profiling::Profile>, format: Format) -> Result<Response, AdminError> {
-    let samples = profile.samples();
+    let (samples, mode) = (profile.samples(), profile.mode());
     let (sampled, cpu) = (profile.sampled_time(), profile.cpu_time());
     let body = tokio::task::spawn_blocking(move || profile.render(format))
         .await
@@ -204,6 +215,10 @@ async fn render(profile: Arc<profiling::Profile>, format: Format) -> Result<Resp
             (
                 HeaderName::from_static("x-profile-process-cpu-seconds"),
                 seconds(cpu),
+            ),
+            (
+                HeaderName::from_static("x-profile-mode"),
+                HeaderValue::from_static(mode.as_str()),
             ),
         ],
         body,
