@@ -4,12 +4,12 @@
 //! The tests take turns: a capture samples the whole process.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use linkr::profiling::{Mode, ModeRequest, Profile, ProfileRequest, Session};
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const BUSY: &str = "profiling_test_busy_loop";
 const SYSCALLS: &str = "profiling_test_syscalls";
@@ -241,7 +241,7 @@ fn check_coverage(w: &Window, load: &Load, min_coverage: f64) {
 
 #[test]
 fn perf_events_cover_each_threads_cpu_time_kernel_included() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.blocking_lock();
     let load = Load::start();
     let w = capture_under_load(&load, ModeRequest::Auto, 999, 3.0);
     if w.profile.mode() != Mode::PerfEvents {
@@ -276,7 +276,7 @@ fn perf_events_cover_each_threads_cpu_time_kernel_included() {
 
 #[test]
 fn thread_timers_cover_each_threads_cpu_time() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.blocking_lock();
     let load = Load::start();
     let w = capture_under_load(&load, ModeRequest::Timer, 999, 3.0);
     assert_eq!(w.profile.mode(), Mode::ThreadTimers);
@@ -285,8 +285,261 @@ fn thread_timers_cover_each_threads_cpu_time() {
 
 #[test]
 fn thread_timers_at_a_low_rate_are_weighted_right() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.blocking_lock();
     let load = Load::start();
     let w = capture_under_load(&load, ModeRequest::Timer, 99, 3.0);
     check_coverage(&w, &load, 0.90);
+}
+
+/// Inclusive share (percent of samples whose stack holds it) of each function.
+fn inclusive_shares(stacks: impl Iterator<Item = (Vec<String>, u64)>) -> Vec<(String, f64)> {
+    let mut per_function: std::collections::HashMap<String, u64> = Default::default();
+    let mut total = 0;
+    for (frames, weight) in stacks {
+        total += weight;
+        let unique: std::collections::HashSet<String> = frames.into_iter().collect();
+        for f in unique {
+            *per_function.entry(f).or_default() += weight;
+        }
+    }
+    let mut shares: Vec<(String, f64)> = per_function
+        .into_iter()
+        .map(|(f, w)| (f, 100.0 * w as f64 / total.max(1) as f64))
+        .collect();
+    shares.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    shares
+}
+
+/// A function name as both tools print it: no Rust hash suffix, no kernel marker, and glibc's
+/// aliases of one function (`__GI___getppid`, `__GI_getppid`, `__libc_write`) under one name.
+fn normalise(name: &str) -> String {
+    let name = name.strip_suffix("_[k]").unwrap_or(name);
+    let name = match name.rsplit_once("::h") {
+        Some((head, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            head
+        }
+        _ => name,
+    };
+    let name = name
+        .strip_prefix("__GI_")
+        .unwrap_or(name)
+        .trim_start_matches('_');
+    name.strip_prefix("libc_").unwrap_or(name).to_string()
+}
+
+/// `perf script -F tid,period,ip,sym` output: per sample, its thread, period and frames.
+fn parse_perf_script(text: &str) -> Vec<(u32, u64, Vec<String>)> {
+    let mut samples = Vec::new();
+    for block in text.split("\n\n") {
+        let mut lines = block.lines().filter(|l| !l.trim().is_empty());
+        let Some(head) = lines.next() else { continue };
+        let mut fields = head.split_whitespace();
+        let (Some(tid), Some(period)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let (Ok(tid), Ok(period)) = (tid.parse(), period.parse()) else {
+            continue;
+        };
+        let frames = lines
+            .filter_map(|l| l.trim().split_once(' ').map(|(_, sym)| sym.trim()))
+            .filter(|sym| *sym != "[unknown]")
+            .map(normalise)
+            .collect();
+        samples.push((tid, period, frames));
+    }
+    samples
+}
+
+#[test]
+fn perf_record_agrees_on_the_top_functions() {
+    let _turn = ONE_AT_A_TIME.blocking_lock();
+    let load = Load::start();
+    let req = ProfileRequest {
+        frequency: 999,
+        mode: ModeRequest::Perf,
+        ..ProfileRequest::default()
+    };
+    let session = match Session::start(&req) {
+        Err(linkr::profiling::ProfileError::Unavailable(e)) => {
+            eprintln!("SKIPPED: perf_event_open is refused here, so perf cannot run either: {e}");
+            return;
+        }
+        other => other.expect("capture starts"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("perf.data");
+    let threads = format!("{},{}", load.busy, load.syscalls);
+    // The same event and period as ours (1001001 ns of a thread's CPU time).
+    let recorded = std::process::Command::new("perf")
+        .args([
+            "record",
+            "-q",
+            "-e",
+            "cpu-clock",
+            "-c",
+            "1001001",
+            "-g",
+            "-t",
+            &threads,
+        ])
+        .arg("-o")
+        .arg(&data)
+        .args(["--", "sleep", "3"])
+        .status()
+        .expect("perf is not installed: scripts/setup.sh installs Debian's linux-perf");
+    let profile = session.finish().expect("capture finishes");
+    let load_tids = (load.busy, load.syscalls);
+    drop(load);
+    assert!(recorded.success(), "perf record failed: {recorded}");
+    let script = std::process::Command::new("perf")
+        .args(["script", "--no-inline", "-F", "tid,period,ip,sym", "-i"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(script.status.success(), "perf script failed");
+    let perf_samples = parse_perf_script(&String::from_utf8_lossy(&script.stdout));
+    assert!(
+        perf_samples.len() > 1000,
+        "perf took {} samples",
+        perf_samples.len()
+    );
+    let perf = inclusive_shares(perf_samples.into_iter().map(|(_, p, f)| (f, p)));
+    let ours = inclusive_shares(
+        profile
+            .stacks()
+            .iter()
+            .filter(|s| s.tid == load_tids.0 || s.tid == load_tids.1)
+            .map(|s| (s.frames.iter().map(|f| normalise(f)).collect(), s.samples)),
+    );
+    let ours_of = |f: &str| ours.iter().find(|(g, _)| g == f).map_or(0.0, |(_, s)| *s);
+    let mut table = String::new();
+    for (f, share) in perf.iter().take(25) {
+        table.push_str(&format!("{share:6.1}% {:6.1}%  {f}\n", ours_of(f)));
+    }
+    eprintln!("perf    ours    function (inclusive)\n{table}");
+    // The top ten below the frames every sample has (thread start-up, the closures).
+    for (f, share) in perf.iter().filter(|(_, s)| *s < 99.5).take(10) {
+        let ours = ours_of(f);
+        assert!(
+            (ours - share).abs() <= 3.0,
+            "{f}: {ours:.1}% in ours vs {share:.1}% in perf\n{table}"
+        );
+    }
+}
+
+/// The admin router on a loopback port.
+async fn admin() -> std::net::SocketAddr {
+    let router = linkr::admin::router(linkr::admin::AdminState {
+        metrics: linkr::metrics::Metrics::new(),
+        log_level: Arc::new(linkr::telemetry::LogLevel::detached("info")),
+        store: None,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
+fn header(res: &reqwest::Response, name: &str) -> String {
+    res.headers()[name].to_str().unwrap().to_string()
+}
+
+fn decode_pprof(gz: &[u8]) -> pprof::protos::Profile {
+    use pprof::protos::Message as _;
+    use std::io::Read as _;
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_end(&mut raw)
+        .expect("gzip");
+    pprof::protos::Profile::decode(raw.as_slice()).expect("pprof protobuf")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_capture_is_a_valid_empty_profile_in_every_format() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let admin = admin().await;
+    let client = reqwest::Client::new();
+    for mode in ["auto", "timer"] {
+        // One sample per second of a thread's CPU time: an idle process earns none in 1 s.
+        let url = format!(
+            "http://{admin}/debug/pprof/profile?seconds=1&frequency=1&format=svg&mode={mode}"
+        );
+        let res = client.get(url).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{mode}");
+        assert_eq!(header(&res, "x-profile-samples"), "0", "{mode}");
+        assert_eq!(header(&res, "x-profile-sampled-cpu-seconds"), "0.000");
+        let cpu: f64 = header(&res, "x-profile-process-cpu-seconds")
+            .parse()
+            .unwrap();
+        assert!((0.0..0.5).contains(&cpu), "{cpu}");
+        let svg = res.text().await.unwrap();
+        assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("no samples: the process used"), "{svg}");
+        assert!(
+            svg.contains(&format!("{cpu:.3} s of CPU")),
+            "{cpu} in {svg}"
+        );
+        assert!(!svg.contains("No valid input"));
+
+        let last = format!("http://{admin}/debug/pprof/last?format=");
+        let folded = client.get(format!("{last}folded")).send().await.unwrap();
+        assert_eq!(folded.status(), 200);
+        assert_eq!(folded.text().await.unwrap(), "");
+        let res = client.get(format!("{last}pprof")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let p = decode_pprof(&res.bytes().await.unwrap());
+        assert!(p.sample.is_empty());
+        assert_eq!(p.sample_type.len(), 2);
+        assert_eq!(p.period, 1_000_000_000);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_back_to_back_captures_under_load_with_a_409_during_each() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let _load = Load::start();
+    let admin = admin().await;
+    let client = reqwest::Client::new();
+    for i in 0..20 {
+        let mode = ["auto", "timer"][i % 2];
+        let format = ["pprof", "folded", "svg"][i % 3];
+        let url = format!(
+            "http://{admin}/debug/pprof/profile?seconds=1&frequency=499&format={format}&mode={mode}"
+        );
+        let capture = tokio::spawn(client.get(url).send());
+        let busy = format!("http://{admin}/debug/pprof/profile?seconds=1");
+        let mut conflict = None;
+        for _ in 0..100 {
+            if linkr::profiling::is_capturing() {
+                conflict = Some(client.get(&busy).send().await.unwrap().status());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(conflict, Some(reqwest::StatusCode::CONFLICT), "capture {i}");
+        let res = tokio::time::timeout(Duration::from_secs(60), capture)
+            .await
+            .unwrap_or_else(|_| panic!("capture {i} hung"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(res.status(), 200, "capture {i}");
+        let sampled: f64 = header(&res, "x-profile-sampled-cpu-seconds")
+            .parse()
+            .unwrap();
+        let cpu: f64 = header(&res, "x-profile-process-cpu-seconds")
+            .parse()
+            .unwrap();
+        let mode = header(&res, "x-profile-mode");
+        assert!(
+            sampled >= 0.9 * cpu && sampled <= 1.02 * cpu + 0.01,
+            "capture {i} ({mode}): {sampled} s sampled of {cpu} s"
+        );
+        let body = res.bytes().await.unwrap();
+        match format {
+            "pprof" => assert!(!decode_pprof(&body).sample.is_empty()),
+            "folded" => assert!(std::str::from_utf8(&body).unwrap().contains(BUSY)),
+            _ => assert!(std::str::from_utf8(&body).unwrap().contains("</svg>")),
+        }
+    }
+    assert!(!linkr::profiling::is_capturing());
 }
