@@ -54,21 +54,36 @@ impl AdminClient {
         &self.base
     }
 
-    /// One CPU profile of `seconds` at `frequency` Hz in `format` (`pprof`, `folded` or `svg`). The
-    /// endpoint allows one capture at a time (409 otherwise). Samples inside libc are kept
-    /// (`include_libc=true`): under load most of linkr's CPU time is in system calls, and the
-    /// default blocklist would drop nearly all of it.
+    /// One CPU profile of `seconds` at `frequency` Hz in `format` (`pprof`, `folded` or `svg`),
+    /// with the sampler that ran and its coverage from the response headers. The endpoint allows
+    /// one capture at a time (409 otherwise).
     pub async fn capture(
         &self,
         seconds: u64,
         frequency: u32,
         format: &str,
-    ) -> Result<bytes::Bytes, ProfileError> {
+    ) -> Result<Capture, ProfileError> {
         let url = format!(
-            "{}/debug/pprof/profile?seconds={seconds}&frequency={frequency}&format={format}&include_libc=true",
+            "{}/debug/pprof/profile?seconds={seconds}&frequency={frequency}&format={format}",
             self.base
         );
-        self.get(&url, Duration::from_secs(seconds + 30)).await
+        let (body, headers) = self
+            .get_with_headers(&url, Duration::from_secs(seconds + 30))
+            .await?;
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let number = |name: &str| text(name).and_then(|v| v.parse::<f64>().ok());
+        Ok(Capture {
+            body,
+            mode: text("x-profile-mode"),
+            samples: text("x-profile-samples").and_then(|v| v.parse().ok()),
+            sampled_cpu_seconds: number("x-profile-sampled-cpu-seconds"),
+            process_cpu_seconds: number("x-profile-process-cpu-seconds"),
+        })
     }
 
     /// The Prometheus text exposition.
@@ -96,6 +111,14 @@ impl AdminClient {
     }
 
     async fn get(&self, url: &str, timeout: Duration) -> Result<bytes::Bytes, ProfileError> {
+        Ok(self.get_with_headers(url, timeout).await?.0)
+    }
+
+    async fn get_with_headers(
+        &self,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<(bytes::Bytes, reqwest::header::HeaderMap), ProfileError> {
         let http = |source| ProfileError::Http {
             url: url.to_string(),
             source,
@@ -108,6 +131,7 @@ impl AdminClient {
             .await
             .map_err(http)?;
         let status = resp.status();
+        let headers = resp.headers().clone();
         let body = resp.bytes().await.map_err(http)?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
@@ -117,7 +141,55 @@ impl AdminClient {
                 body: text,
             });
         }
-        Ok(body)
+        Ok((body, headers))
+    }
+}
+
+/// One capture: the body in the format asked for, and what linkr's headers say about it (absent
+/// from a linkr older than the `x-profile-mode` header).
+#[derive(Debug, Clone)]
+pub struct Capture {
+    pub body: bytes::Bytes,
+    /// The sampler that ran (`perf-events`, `thread-timers`, ...).
+    pub mode: Option<String>,
+    /// Samples, in sampling periods.
+    pub samples: Option<u64>,
+    pub sampled_cpu_seconds: Option<f64>,
+    pub process_cpu_seconds: Option<f64>,
+}
+
+impl Capture {
+    /// The samples' CPU time as a share of what linkr used over the window.
+    pub fn coverage(&self) -> Option<f64> {
+        let (sampled, used) = (self.sampled_cpu_seconds?, self.process_cpu_seconds?);
+        (used > 0.0).then(|| sampled / used)
+    }
+
+    /// One sentence for the report: the sampler, and how much of linkr's CPU its samples cover.
+    pub fn coverage_note(&self) -> Option<String> {
+        let (sampled, used) = (self.sampled_cpu_seconds?, self.process_cpu_seconds?);
+        let mode = self.mode.as_deref().unwrap_or("unknown sampler");
+        let share = self
+            .coverage()
+            .map(|c| format!(" ({:.0}%)", c * 100.0))
+            .unwrap_or_default();
+        Some(format!(
+            "Sampler {mode}: the samples stand for {sampled:.2} s of the {used:.2} s of CPU \
+             linkr used in the window{share}."
+        ))
+    }
+}
+
+impl std::ops::Deref for Capture {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+impl AsRef<[u8]> for Capture {
+    fn as_ref(&self) -> &[u8] {
+        &self.body
     }
 }
 
@@ -416,6 +488,30 @@ c{} +Inf"#,
         assert_eq!(v.rows[1].bytes_per_request, Some(1000.0));
         assert_eq!(v.rows[2].allocs_per_request, Some(2.0));
         assert!(v.note.is_none());
+    }
+
+    #[test]
+    fn capture_reports_mode_and_coverage() {
+        let c = Capture {
+            body: bytes::Bytes::from_static(b"a;b 3\n"),
+            mode: Some("perf-events".into()),
+            samples: Some(490),
+            sampled_cpu_seconds: Some(4.9),
+            process_cpu_seconds: Some(4.94),
+        };
+        assert_eq!(&*c, b"a;b 3\n");
+        assert!((c.coverage().unwrap() - 0.9919).abs() < 1e-3);
+        assert_eq!(
+            c.coverage_note().unwrap(),
+            "Sampler perf-events: the samples stand for 4.90 s of the 4.94 s of CPU linkr used \
+             in the window (99%)."
+        );
+        let old_linkr = Capture {
+            mode: None,
+            sampled_cpu_seconds: None,
+            ..c
+        };
+        assert_eq!(old_linkr.coverage_note(), None);
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub async fn profile_at_knee(
     let pprof_file = write_pprof(pprof, out, &mut notes);
     let profile = match folded {
         Ok(bytes) => {
+            notes.extend(bytes.coverage_note());
             let folded = String::from_utf8_lossy(&bytes).into_owned();
             render(&folded, cfg.rate, pprof_file, args, scenario, out, notes)
         }
