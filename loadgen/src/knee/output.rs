@@ -185,7 +185,8 @@ fn recovery_note(f: &Finished<'_>) -> String {
         .collect();
     let mut note = format!(
         "After a step that did not pass, the next waited until the target drained and recovered: {baseline} a 1 s probe \
-         at a low rate had to show a p99 of at most {} (twice the baseline or a quarter of the SLO, whichever is larger).",
+         at a low rate had to show a p99 of at most {} (twice the baseline, or a quarter of the SLO if larger, never above \
+         the SLO; a lower probe later lowers the baseline).",
         fmt_us(limit)
     );
     if !unrecovered.is_empty() {
@@ -261,6 +262,7 @@ fn summary(f: &Finished<'_>, report: &Report, end: SearchEnd) -> Value {
             "p99_us": f.warm_up.baseline_p99_us,
             "probes": f.warm_up.probes,
             "recovery_limit_us": super::recovery::limit_us(f.warm_up.baseline_p99_us, f.criteria.slo_p99_us),
+            "recovery_after_warm_up": f.warm_up.recovery,
         },
         "profile": report.profile,
         "profile_window": profile_window(f),

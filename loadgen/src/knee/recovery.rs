@@ -5,8 +5,9 @@
 //! in flight at the generator; what the target may still hold (work of requests whose clients
 //! gave up, queues, a collector running behind) shows in its latency. So after a short quiet
 //! period a probe sends a low rate for a second, and its corrected p99 must be back near the
-//! baseline: at most twice the p99 of the same probe on the warmed-up target, or a quarter of the
-//! objective, whichever is larger. A probe that is not back is followed by a longer quiet period
+//! baseline: at most twice the p99 of the same probe on the warmed-up target (or the lowest any
+//! probe has shown since), or a quarter of the objective, whichever is larger, and never above
+//! the objective. A probe that is not back is followed by a longer quiet period
 //! and another probe, a bounded number of times.
 
 use std::future::Future;
@@ -76,10 +77,11 @@ pub fn probe_rate(start_rate: f64, upper: Option<f64>) -> f64 {
 }
 
 /// The p99 a probe must be back under: twice the baseline or a quarter of the objective,
-/// whichever is larger (a quarter of the objective alone without a baseline).
+/// whichever is larger, and never above the objective (a baseline taken on a target still busy
+/// must not let a busy target pass); a quarter of the objective without a baseline.
 pub fn limit_us(baseline_p99_us: Option<u64>, slo_p99_us: u64) -> u64 {
     let floor = slo_p99_us / 4;
-    baseline_p99_us.map_or(floor, |b| b.saturating_mul(2).max(floor))
+    baseline_p99_us.map_or(floor, |b| b.saturating_mul(2).min(slo_p99_us).max(floor))
 }
 
 /// Whether a probe's figures say the target is back.
@@ -174,6 +176,11 @@ mod tests {
         assert_eq!(limit_us(Some(100), 10_000), 2_500);
         assert_eq!(limit_us(Some(4_000), 10_000), 8_000);
         assert_eq!(limit_us(None, 10_000), 2_500);
+        assert_eq!(
+            limit_us(Some(155_000), 80_000),
+            80_000,
+            "never above the objective"
+        );
         assert!(!is_recovered(2_000, 1, false, 2_500), "errors");
         assert!(!is_recovered(2_000, 0, true, 2_500), "generator lagged");
         assert!(is_recovered(2_500, 0, false, 2_500));

@@ -14,7 +14,9 @@ use super::judge::Criteria;
 use super::output::{self, Finished, ProfileOutcome};
 use super::profile_window::{profile_at_knee, window_length};
 use super::progress::Progress;
-use super::recovery::{self, PROBE_DURATION, Probe, RecoveryPlan, is_recovered, probe_rate};
+use super::recovery::{
+    self, PROBE_DURATION, Probe, Recovery, RecoveryPlan, is_recovered, probe_rate,
+};
 use super::search::{Search, SearchEnd, SearchPlan};
 use super::step::{StepRecord, p99, record_step};
 use crate::cli::KneeArgs;
@@ -176,6 +178,8 @@ pub struct WarmUp {
     /// The lower p99 of the probes before and after the warm-up traffic.
     pub baseline_p99_us: Option<u64>,
     pub probes: Vec<Probe>,
+    /// Probes after the warm-up when the second baseline probe was not back under the limit.
+    pub recovery: Option<Recovery>,
     pub interrupted: bool,
 }
 
@@ -280,11 +284,13 @@ impl<'a> Session<'a> {
 
     /// A baseline probe, unmeasured traffic at the start rate, and a second baseline probe; the
     /// lower p99 of the two is the baseline (the first may be cold, the second may follow a warm-up
-    /// that overloaded the target). `--warm-up 0` skips all three.
+    /// that overloaded the target, and then the target must recover before step 1). `--warm-up 0`
+    /// skips all of it.
     async fn warm_up(&mut self) -> Result<WarmUp, LoadgenError> {
         let mut warm = WarmUp {
             baseline_p99_us: None,
             probes: Vec::new(),
+            recovery: None,
             interrupted: false,
         };
         if self.args.warm_up.is_zero() {
@@ -304,14 +310,18 @@ impl<'a> Session<'a> {
                 .push(self.probe(rate, recovery::FIRST_QUIET, 0).await?);
             Ok::<_, LoadgenError>(())
         };
-        match phases.await {
-            Ok(()) => {}
-            // On an interrupt the search does not start and the (empty) report is written.
-            Err(LoadgenError::Interrupted) => warm.interrupted = true,
-            Err(e) => return Err(e),
+        if let Err(e) = phases.await {
+            return interrupted_warm_up(e, warm);
         }
         warm.baseline_p99_us = warm.probes.iter().map(|p| p.p99_us).min();
         self.baseline_p99_us = warm.baseline_p99_us;
+        let after = warm.probes.last().map_or(0, |p| p.p99_us);
+        if after > self.limit_us() {
+            match self.recover("after the warm-up", None).await {
+                Ok(r) => warm.recovery = Some(r),
+                Err(e) => return interrupted_warm_up(e, warm),
+            }
+        }
         Ok(warm)
     }
 
@@ -370,7 +380,7 @@ impl<'a> Session<'a> {
     }
 
     /// After a step that did not pass: wait and probe until the target is back near its baseline.
-    async fn recover_after_last(&self, searched: &mut Searched) -> Result<(), LoadgenError> {
+    async fn recover_after_last(&mut self, searched: &mut Searched) -> Result<(), LoadgenError> {
         let upper = searched.search.upper();
         let Some(last) = searched.steps.last_mut() else {
             return Ok(());
@@ -378,20 +388,36 @@ impl<'a> Session<'a> {
         if last.verdict.passed() || last.recovery.is_some() {
             return Ok(());
         }
+        let recovery = self
+            .recover(&format!("after step {}", last.index), upper)
+            .await?;
+        last.set_recovery(recovery);
+        Ok(())
+    }
+
+    /// The p99 a probe must be back under, from the baseline so far.
+    fn limit_us(&self) -> u64 {
+        recovery::limit_us(self.baseline_p99_us, self.criteria.slo_p99_us)
+    }
+
+    /// Waits and probes until the target is back under the limit. Every probe that is lower than
+    /// the baseline so far lowers it (a baseline taken on a target still busy with an earlier run
+    /// would otherwise stay too lax).
+    async fn recover(&mut self, after: &str, upper: Option<f64>) -> Result<Recovery, LoadgenError> {
         let rate = probe_rate(self.args.start_rate, upper);
-        let limit = recovery::limit_us(self.baseline_p99_us, self.criteria.slo_p99_us);
-        let after = format!("after step {}", last.index);
+        let limit = self.limit_us();
+        let this = &*self;
         let mut n = 0;
         let recovery = recovery::recover(
             RecoveryPlan::default(),
-            self.baseline_p99_us,
+            this.baseline_p99_us,
             limit,
             |quiet| {
                 n += 1;
-                let (after, n) = (after.clone(), n);
+                let n = n;
                 async move {
-                    let p = self.probe(rate, quiet, limit).await?;
-                    self.progress.probe(&after, n, &p, limit);
+                    let p = this.probe(rate, quiet, limit).await?;
+                    this.progress.probe(after, n, &p, limit);
                     Ok(p)
                 }
             },
@@ -404,12 +430,16 @@ impl<'a> Session<'a> {
                 recovery.probes.len()
             );
         }
-        last.set_recovery(recovery);
-        Ok(())
+        let lowest = recovery.probes.iter().map(|p| p.p99_us).min();
+        self.baseline_p99_us = match (self.baseline_p99_us, lowest) {
+            (Some(b), Some(l)) => Some(b.min(l)),
+            (b, l) => b.or(l),
+        };
+        Ok(recovery)
     }
 
     /// The profile window at the knee (after the target recovered from the last step).
-    async fn profile(&self, searched: &mut Searched) -> Result<ProfileOutcome, LoadgenError> {
+    async fn profile(&mut self, searched: &mut Searched) -> Result<ProfileOutcome, LoadgenError> {
         let args = self.args;
         let skipped = |reason: &str, alloc_note: &str| ProfileOutcome {
             profile: ProfileView::Skipped {
@@ -422,7 +452,7 @@ impl<'a> Session<'a> {
             load: None,
         };
         let knee_rate = searched.knee().map(|k| k.observation.rate_target);
-        let admin = match (knee_rate, &self.admin) {
+        let (rate, admin) = match (knee_rate, self.admin.clone()) {
             _ if searched.interrupted => {
                 return Ok(skipped(
                     "the run was interrupted.",
@@ -446,9 +476,8 @@ impl<'a> Session<'a> {
                     "Profile window skipped (--profile-seconds 0): allocations not measured.",
                 ));
             }
-            (Some(_), Some(admin)) => admin,
+            (Some(rate), Some(admin)) => (rate, admin),
         };
-        let rate = knee_rate.unwrap_or_default();
         if let Err(e) = self.recover_after_last(searched).await {
             interrupt_or(e, searched)?;
             return Ok(skipped(
@@ -465,12 +494,23 @@ impl<'a> Session<'a> {
             admin.base()
         );
         let cfg = self.config(rate, window_length(args.profile_seconds), None);
-        let window = profile_at_knee(admin, &cfg, args, args.scenario.name(), &args.out).await;
+        let window = profile_at_knee(&admin, &cfg, args, args.scenario.name(), &args.out).await;
         Ok(ProfileOutcome {
             profile: window.profile,
             allocations: window.allocations,
             load: window.load,
         })
+    }
+}
+
+/// Ctrl-C during the warm-up: the search does not start and the (empty) report is written.
+fn interrupted_warm_up(e: LoadgenError, mut warm: WarmUp) -> Result<WarmUp, LoadgenError> {
+    match e {
+        LoadgenError::Interrupted => {
+            warm.interrupted = true;
+            Ok(warm)
+        }
+        e => Err(e),
     }
 }
 
