@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ use serde::Serialize;
 use crate::error::LoadgenError;
 use crate::scenarios::{self, Plan, Scenario, Seeds};
 use crate::schedule::{self, Arrival, Gate, Schedule};
-use crate::stats::{Percentiles, Registry, Sample};
+use crate::stats::{Percentiles, Recorder, Registry, Sample};
 
 /// One step: drive `target` with `scenario` at `rate` requests/s for `duration`.
 #[derive(Debug, Clone)]
@@ -119,6 +119,9 @@ pub struct StepResult {
     pub saturation: Option<String>,
     pub arrival: Arrival,
     pub send_lag_us: SendLag,
+    /// The generator's own part of the send lag: from the later of the intended time and the
+    /// moment the request's connection was free (its previous response in), to the send.
+    pub generator_lag_us: SendLag,
     /// How late the generator's runtime ran a task due on a timer (a probe every 5 ms), in
     /// microseconds: high when the generator is short of CPU, whatever the server does.
     pub runtime_lag_us: SendLag,
@@ -259,7 +262,7 @@ struct Step {
     gate: Gate,
     schedule: Schedule,
     plan: Plan,
-    registry: Registry,
+    registry: Arc<Registry>,
     client: reqwest013::Client,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -267,9 +270,33 @@ struct Step {
     probe: std::sync::Mutex<Histogram<u64>>,
 }
 
-/// Runs one step and returns what it measured. The step takes `duration` plus goose's start-up
-/// and the time the last responses take (bounded by the client's 10 s request timeout).
+static CLIENT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// The client [`run_step`] uses (the lean one unless set; `--client` sets it).
+pub fn set_client(client: ClientKind) {
+    CLIENT.store(client as u8, Ordering::Relaxed);
+}
+
+/// The client [`run_step`] uses.
+pub fn client() -> ClientKind {
+    match CLIENT.load(Ordering::Relaxed) {
+        0 => ClientKind::Lean,
+        _ => ClientKind::Reqwest,
+    }
+}
+
+/// Runs one step with the process's client ([`set_client`]) and returns what it measured. The
+/// step takes `duration` plus goose's start-up and the time the last responses take (bounded by
+/// the 10 s request timeout).
 pub async fn run_step(cfg: &StepConfig) -> Result<StepResult, LoadgenError> {
+    run_step_with(cfg, client()).await
+}
+
+/// [`run_step`] with the given client.
+pub async fn run_step_with(
+    cfg: &StepConfig,
+    client: ClientKind,
+) -> Result<StepResult, LoadgenError> {
     if !(cfg.rate.is_finite() && cfg.rate > 0.0) {
         return Err(LoadgenError::Usage(format!(
             "rate must be > 0, got {}",
@@ -283,31 +310,36 @@ pub async fn run_step(cfg: &StepConfig) -> Result<StepResult, LoadgenError> {
         return Err(LoadgenError::Interrupted);
     }
     quiet_goose_logs();
-    let (host, _) = scenarios::split_target(&cfg.target)?;
-    let plan = Plan::new(
-        cfg.scenario,
-        &cfg.target,
-        cfg.api_key.as_deref(),
-        &cfg.seeds,
-    )?;
-    let schedule = Schedule::new(cfg.arrival, cfg.rate, cfg.duration);
-    let users = pool_size(cfg.rate).min(schedule.len().max(1));
-    let goose_metrics = GOOSE_METRICS.load(Ordering::Relaxed) || cfg.goose_report.is_some();
+    let measured = match client {
+        ClientKind::Lean => run_lean(cfg).await?,
+        ClientKind::Reqwest => run_reqwest(cfg).await?,
+    };
+    if interrupted() {
+        return Err(LoadgenError::Interrupted);
+    }
+    Ok(result(cfg, measured))
+}
 
-    let step = Arc::new(Step {
-        gate: Gate::new(),
-        schedule,
-        plan,
-        registry: Registry::default(),
-        client: scenarios::shared_client()?,
-        in_flight: AtomicU64::new(0),
-        max_in_flight: AtomicU64::new(0),
-        probe: std::sync::Mutex::new(crate::stats::new_histogram()),
-    });
+/// What a step's engine measured, before it is judged.
+struct Measured {
+    client: ClientKind,
+    engine: String,
+    rec: Recorder,
+    probe: Histogram<u64>,
+    /// CPU time of the generator over the schedule, as a fraction of the CPUs it drives from.
+    generator_cpu: f64,
+    users: u64,
+    max_in_flight: u64,
+    pool_exhausted: bool,
+    missed: u64,
+    goose_metrics: bool,
+}
 
+/// goose's configuration for a step of `users` users that each run one transaction once.
+fn goose_args(host: &str, users: u64, goose_metrics: bool, report: Option<&Path>) -> Vec<String> {
     let mut args: Vec<String> = [
         "--host",
-        &host,
+        host,
         "--users",
         &users.to_string(),
         "--increase-rate",
@@ -327,28 +359,189 @@ pub async fn run_step(cfg: &StepConfig) -> Result<StepResult, LoadgenError> {
     } else {
         args.push("--no-metrics".into());
     }
-    if let Some(report) = &cfg.goose_report {
-        if let Some(dir) = report.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| LoadgenError::file(dir, e))?;
-        }
+    if let Some(report) = report {
         args.push("--report-file".into());
         args.push(report.display().to_string());
     }
-    let config = GooseConfiguration::parse_args_default(&args)?;
+    args
+}
 
+fn goose_report_dir(report: Option<&Path>) -> Result<(), LoadgenError> {
+    if let Some(dir) = report
+        .and_then(Path::parent)
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|e| LoadgenError::file(dir, e))?;
+    }
+    Ok(())
+}
+
+/// One goose attack of one scenario with one transaction.
+fn attack(
+    args: &[String],
+    name: &'static str,
+    transaction: TransactionFunction,
+) -> Result<GooseAttack, LoadgenError> {
+    let config = GooseConfiguration::parse_args_default(args)?;
+    // One client built once and shared (goose otherwise builds a TLS-capable client per user,
+    // seconds for thousands of users); each reqwest user then swaps in ours, which does not
+    // redirect. Lean users do not use it.
+    Ok(GooseAttack::initialize_with_config(config)?
+        .set_client_builder_without_cookies(GooseClientBuilder::new().without_cookies())?
+        .register_scenario(
+            GooseScenario::new(name)
+                .register_transaction(Transaction::new(transaction).set_name(name)),
+        ))
+}
+
+/// How long the users of a step may take to connect before the step gives up.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The lean path: the step runs on the engine thread (see [`crate::engine`]).
+async fn run_lean(cfg: &StepConfig) -> Result<Measured, LoadgenError> {
+    use crate::engine::{self, lean};
+    let (host, _) = scenarios::split_target(&cfg.target)?;
+    let endpoint = lean::Endpoint::resolve(&cfg.target)?;
+    let plan = Plan::new(
+        cfg.scenario,
+        &cfg.target,
+        cfg.api_key.as_deref(),
+        &cfg.seeds,
+    )?;
+    let requests = lean::Requests::new(&plan, &endpoint)?;
+    let schedule = Schedule::new(cfg.arrival, cfg.rate, cfg.duration);
+    let users = lean::connections(cfg.rate).min(schedule.len().max(1));
+    let goose_metrics = GOOSE_METRICS.load(Ordering::Relaxed) || cfg.goose_report.is_some();
+    goose_report_dir(cfg.goose_report.as_deref())?;
+    let args = goose_args(&host, users, goose_metrics, cfg.goose_report.as_deref());
+    let registry = Arc::new(Registry::default());
+    let start = Arc::new(std::sync::OnceLock::new());
+    let progress = PROGRESS.load(Ordering::Relaxed).then(|| {
+        tokio::spawn(progress_loop(
+            registry.clone(),
+            start.clone(),
+            cfg.duration,
+            format!("{} @ {}/s", cfg.scenario, cfg.rate),
+        ))
+    });
+    let (duration, name, rate) = (cfg.duration, cfg.scenario.name(), cfg.rate);
+    let step_registry = registry.clone();
+    let outcome = engine::run(move || async move {
+        let timer = engine::timer::Timer::new(engine::timer::spin_for_rate(rate))?;
+        let step = Arc::new(lean::LeanStep {
+            endpoint,
+            schedule,
+            plan,
+            requests,
+            registry: step_registry,
+            users,
+            duration,
+            goose_metrics,
+            timer: timer.clone(),
+            start,
+            started: tokio::sync::watch::Sender::new(None),
+            all_ready: tokio::sync::Notify::new(),
+            next_user: AtomicU64::new(0),
+            ready: AtomicU64::new(0),
+            ended: std::sync::atomic::AtomicBool::new(false),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
+            behind: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            probe: std::sync::Mutex::new(crate::stats::new_histogram()),
+            cpu_start_us: AtomicU64::new(0),
+            cpu_end_us: AtomicU64::new(0),
+        });
+        let for_users = step.clone();
+        let transaction: TransactionFunction = Arc::new(move |user| {
+            let step = for_users.clone();
+            Box::pin(async move { lean::drive_user(step, user).await })
+        });
+        let attack = attack(&args, name, transaction)?;
+        let driver = tokio::spawn(timer.clone().drive());
+        let probe = tokio::spawn(lean::probe(step.clone()));
+        let supervisor = tokio::spawn(lean::supervise(
+            step.clone(),
+            READY_TIMEOUT,
+            stop_requested,
+        ));
+        let executed = {
+            let _stdout = StdoutAside::enter();
+            attack.execute().await
+        };
+        // goose may stop before the schedule's end (Ctrl-C): end it.
+        timer.abort();
+        let started = supervisor.await.unwrap_or(false);
+        probe.abort();
+        let _ = probe.await;
+        driver.abort();
+        let _ = driver.await;
+        executed?;
+        if !started {
+            return Err(LoadgenError::Goose(format!(
+                "the step never started: {} of {users} goose users connected within {READY_TIMEOUT:?}",
+                step.ready.load(Ordering::Relaxed)
+            )));
+        }
+        let cpu_us = step
+            .cpu_end_us
+            .load(Ordering::Relaxed)
+            .saturating_sub(step.cpu_start_us.load(Ordering::Relaxed));
+        Ok::<_, LoadgenError>(Measured {
+            client: ClientKind::Lean,
+            engine: engine::ENGINE.to_string(),
+            rec: Recorder::default(),
+            probe: step.probe.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            generator_cpu: cpu_us as f64 / duration.as_micros() as f64,
+            users,
+            max_in_flight: step.max_in_flight.load(Ordering::Relaxed),
+            pool_exhausted: step.behind.load(Ordering::Relaxed) > 0,
+            missed: step
+                .schedule
+                .len()
+                .saturating_sub(step.sent.load(Ordering::Relaxed)),
+            goose_metrics,
+        })
+    })
+    .await;
+    stop_progress(progress).await;
+    let mut measured = outcome??;
+    measured.rec = registry.snapshot();
+    Ok(measured)
+}
+
+/// The reqwest path: goose's own client on the caller's runtime, slots released by the pacer
+/// thread.
+async fn run_reqwest(cfg: &StepConfig) -> Result<Measured, LoadgenError> {
+    let (host, _) = scenarios::split_target(&cfg.target)?;
+    let plan = Plan::new(
+        cfg.scenario,
+        &cfg.target,
+        cfg.api_key.as_deref(),
+        &cfg.seeds,
+    )?;
+    let schedule = Schedule::new(cfg.arrival, cfg.rate, cfg.duration);
+    let users = pool_size(cfg.rate).min(schedule.len().max(1));
+    let goose_metrics = GOOSE_METRICS.load(Ordering::Relaxed) || cfg.goose_report.is_some();
+
+    let step = Arc::new(Step {
+        gate: Gate::new(),
+        schedule,
+        plan,
+        registry: Arc::new(Registry::default()),
+        client: scenarios::shared_client()?,
+        in_flight: AtomicU64::new(0),
+        max_in_flight: AtomicU64::new(0),
+        probe: std::sync::Mutex::new(crate::stats::new_histogram()),
+    });
+    goose_report_dir(cfg.goose_report.as_deref())?;
+    let args = goose_args(&host, users, goose_metrics, cfg.goose_report.as_deref());
     let for_users = step.clone();
     let transaction: TransactionFunction = Arc::new(move |user| {
         let step = for_users.clone();
         Box::pin(async move { drive_user(step, user).await })
     });
-    // One client built once and shared (goose otherwise builds a TLS-capable client per user,
-    // seconds for thousands of users); each user then swaps in ours, which does not redirect.
-    let attack = GooseAttack::initialize_with_config(config)?
-        .set_client_builder_without_cookies(GooseClientBuilder::new().without_cookies())?
-        .register_scenario(
-            GooseScenario::new(cfg.scenario.name())
-                .register_transaction(Transaction::new(transaction).set_name(cfg.scenario.name())),
-        );
+    let attack = attack(&args, cfg.scenario.name(), transaction)?;
 
     let pacer = {
         let step = step.clone();
@@ -362,27 +555,35 @@ pub async fn run_step(cfg: &StepConfig) -> Result<StepResult, LoadgenError> {
     };
 
     let probe = tokio::spawn(probe_runtime(step.clone()));
+    let start = Arc::new(std::sync::OnceLock::new());
     let progress = PROGRESS.load(Ordering::Relaxed).then(|| {
+        let registry = step.registry.clone();
+        let (step, start) = (step.clone(), start.clone());
+        let shown = start.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(&t0) = step.gate.start.get() {
+                    let _ = start.set(t0);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
         tokio::spawn(progress_loop(
-            step.clone(),
+            registry,
+            shown,
             cfg.duration,
             format!("{} @ {}/s", cfg.scenario, cfg.rate),
         ))
     });
 
     let outcome = {
-        let _stdout = StdoutToStderr::enter();
+        let _stdout = StdoutAside::enter();
         attack.execute().await
     };
     step.gate.abort.store(true, Ordering::Release);
     let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
-    if let Some(p) = progress {
-        p.abort();
-        let _ = p.await;
-        if std::io::stderr().is_terminal() {
-            eprint!("\r\x1b[K");
-        }
-    }
+    stop_progress(progress).await;
     outcome?;
     if interrupted() {
         return Err(LoadgenError::Interrupted);
@@ -393,49 +594,72 @@ pub async fn run_step(cfg: &StepConfig) -> Result<StepResult, LoadgenError> {
             step.gate.ready.load(Ordering::Relaxed)
         )));
     }
-
     probe.abort();
     let _ = probe.await;
-    let probe = step.probe.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let runtime_lag = SendLag {
-        p50: quantile(&probe, 0.50),
-        p90: quantile(&probe, 0.90),
-        p99: quantile(&probe, 0.99),
-        max: probe.max(),
-    };
-    let rec = step.registry.snapshot();
     let cpu_us = step
         .gate
         .cpu_end_us
         .load(Ordering::Relaxed)
         .saturating_sub(step.gate.cpu_start_us.load(Ordering::Relaxed));
-    let generator_cpu = cpu_us as f64 / (cfg.duration.as_micros() as f64 * available_cpus() as f64);
-    let duration_s = cfg.duration.as_secs_f64();
     let released = step.gate.released.load(Ordering::Relaxed);
     let claimed = step.gate.claimed.load(Ordering::Relaxed).min(released);
     let max_in_flight = step.max_in_flight.load(Ordering::Relaxed);
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    Ok(Measured {
+        client: ClientKind::Reqwest,
+        engine: format!("goose-reqwest/multi-thread x{workers} + pacer thread"),
+        rec: step.registry.snapshot(),
+        probe: step.probe.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        generator_cpu: cpu_us as f64 / (cfg.duration.as_micros() as f64 * available_cpus() as f64),
+        users,
+        max_in_flight,
+        pool_exhausted: max_in_flight >= users,
+        missed: released - claimed,
+        goose_metrics,
+    })
+}
+
+async fn stop_progress(progress: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(p) = progress {
+        p.abort();
+        let _ = p.await;
+        if std::io::stderr().is_terminal() {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+fn lag(h: &Histogram<u64>) -> SendLag {
+    SendLag {
+        p50: quantile(h, 0.50),
+        p90: quantile(h, 0.90),
+        p99: quantile(h, 0.99),
+        max: h.max(),
+    }
+}
+
+/// The step's result: the measurements and the judgement whether the generator kept up.
+fn result(cfg: &StepConfig, m: Measured) -> StepResult {
+    let rec = m.rec;
+    let runtime_lag = lag(&m.probe);
+    let duration_s = cfg.duration.as_secs_f64();
     let latency_us = Percentiles::of(&rec.corrected);
-    let lag = SendLag {
-        p50: quantile(&rec.send_lag, 0.50),
-        p90: quantile(&rec.send_lag, 0.90),
-        p99: quantile(&rec.send_lag, 0.99),
-        max: rec.send_lag.max(),
-    };
+    let send_lag = lag(&rec.send_lag);
+    let generator_lag = lag(&rec.generator_lag);
     let rate_achieved = rec.requests as f64 / duration_s;
-    let pool_exhausted = max_in_flight >= users;
     let saturation = saturation_reason(&Evidence {
         rate_target: cfg.rate,
         rate_achieved,
-        lag_p50_us: lag.p50,
-        lag_p99_us: lag.p99,
+        lag_p50_us: generator_lag.p50,
+        lag_p99_us: generator_lag.p99,
         late: rec
-            .send_lag
+            .generator_lag
             .count_between(lag_limit_us(latency_us.p99) + 1, u64::MAX),
         corrected_p99_us: latency_us.p99,
-        generator_cpu,
+        generator_cpu: m.generator_cpu,
         runtime_lag_p90_us: runtime_lag.p90,
-        pool_exhausted,
-        users,
+        pool_exhausted: m.pool_exhausted,
+        users: m.users,
     });
     let status = rec
         .status
@@ -444,13 +668,9 @@ pub async fn run_step(cfg: &StepConfig) -> Result<StepResult, LoadgenError> {
         .filter(|(_, n)| **n > 0)
         .map(|(code, n)| (code.to_string(), *n))
         .collect();
-
-    Ok(StepResult {
-        client: ClientKind::Reqwest,
-        engine: format!(
-            "goose-reqwest/multi-thread x{} + pacer thread",
-            tokio::runtime::Handle::current().metrics().num_workers()
-        ),
+    StepResult {
+        client: m.client,
+        engine: m.engine,
         scenario: cfg.scenario,
         target: cfg.target.clone(),
         rate_target: cfg.rate,
@@ -464,44 +684,67 @@ pub async fn run_step(cfg: &StepConfig) -> Result<StepResult, LoadgenError> {
         generator_saturated: saturation.is_some(),
         saturation,
         arrival: cfg.arrival,
-        send_lag_us: lag,
+        send_lag_us: send_lag,
+        generator_lag_us: generator_lag,
         runtime_lag_us: runtime_lag,
         transport_errors: TransportErrors {
             timeout: rec.timeouts,
             connect: rec.connect_errors,
             other: rec.other_errors,
         },
-        users,
-        max_in_flight,
-        pool_exhausted,
-        missed: released - claimed,
-        generator_cpu: (generator_cpu * 1000.0).round() / 1000.0,
-        goose_metrics,
+        users: m.users,
+        max_in_flight: m.max_in_flight,
+        pool_exhausted: m.pool_exhausted,
+        missed: m.missed,
+        generator_cpu: (m.generator_cpu * 1000.0).round() / 1000.0,
+        goose_metrics: m.goose_metrics,
         corrected: rec.corrected,
         uncorrected: rec.uncorrected,
         send_lag: rec.send_lag,
-    })
+    }
 }
 
-/// While alive, file descriptor 1 points at stderr: goose prints "N users launched." to stdout
-/// whatever it is told, and stdout carries our results.
-struct StdoutToStderr;
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+/// Let goose's own console lines ("N users launched.") through, to stderr (`LOADGEN_VERBOSE=1`
+/// does too). Off by default: they are noise in the lab's output.
+pub fn set_verbose(on: bool) {
+    VERBOSE.store(on, Ordering::Relaxed);
+}
+
+fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed) || std::env::var_os("LOADGEN_VERBOSE").is_some_and(|v| v == "1")
+}
+
+/// While alive, file descriptor 1 points at /dev/null (at stderr when verbose): goose prints
+/// "N users launched." to stdout whatever it is told, and stdout carries our results (nothing
+/// of ours is printed to stdout while a step runs).
+struct StdoutAside;
 
 static STDOUT_REDIRECT: std::sync::Mutex<(u32, i32)> = std::sync::Mutex::new((0, -1));
 
-impl StdoutToStderr {
+impl StdoutAside {
     fn enter() -> Self {
         use std::io::Write;
         let mut state = STDOUT_REDIRECT.lock().unwrap_or_else(|e| e.into_inner());
         if state.0 == 0 {
             let _ = std::io::stdout().flush();
+            let target = if verbose() {
+                2
+            } else {
+                // SAFETY: open(2) of a constant path; the descriptor is closed below.
+                unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) }
+            };
             // SAFETY: dup/dup2 on the process's own standard descriptors.
             unsafe {
                 let saved = libc::dup(1);
-                if saved >= 0 && libc::dup2(2, 1) >= 0 {
+                if saved >= 0 && target >= 0 && libc::dup2(target, 1) >= 0 {
                     state.1 = saved;
                 } else if saved >= 0 {
                     libc::close(saved);
+                }
+                if target > 2 {
+                    libc::close(target);
                 }
             }
         }
@@ -510,7 +753,7 @@ impl StdoutToStderr {
     }
 }
 
-impl Drop for StdoutToStderr {
+impl Drop for StdoutAside {
     fn drop(&mut self) {
         use std::io::Write;
         let mut state = STDOUT_REDIRECT.lock().unwrap_or_else(|e| e.into_inner());
@@ -678,13 +921,20 @@ async fn drive_user(step: Arc<Step>, user: &mut GooseUser) -> TransactionResult 
             corrected_us: done.saturating_duration_since(intended).as_micros() as u64,
             uncorrected_us: done.saturating_duration_since(sent).as_micros() as u64,
             send_lag_us: sent.saturating_duration_since(intended).as_micros() as u64,
+            // The user was free when it claimed the slot: all of its lag is the generator's.
+            generator_lag_us: sent.saturating_duration_since(intended).as_micros() as u64,
             outcome,
         });
     }
     Ok(())
 }
 
-async fn progress_loop(step: Arc<Step>, duration: Duration, label: String) {
+async fn progress_loop(
+    registry: Arc<Registry>,
+    start: Arc<std::sync::OnceLock<Instant>>,
+    duration: Duration,
+    label: String,
+) {
     let tty = std::io::stderr().is_terminal();
     let every = if tty {
         Duration::from_millis(500)
@@ -695,11 +945,11 @@ async fn progress_loop(step: Arc<Step>, duration: Duration, label: String) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        let Some(&t0) = step.gate.start.get() else {
+        let Some(&t0) = start.get() else {
             continue;
         };
         let elapsed = t0.elapsed().min(duration);
-        let (n, errors, p99) = step.registry.progress();
+        let (n, errors, p99) = registry.progress();
         let line = format!(
             "[{label}] {:5.1}s/{:.0}s  sent {:>8}  {:>9.1}/s  p99 {:>9.3} ms  errors {errors}",
             elapsed.as_secs_f64(),

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod compare;
 pub mod driver;
+pub mod engine;
 pub mod environment;
 pub mod error;
 pub mod knee;
@@ -15,7 +16,7 @@ pub mod seed;
 pub mod spawn;
 pub mod stats;
 
-pub use driver::{StepConfig, StepResult, run_step};
+pub use driver::{ClientKind, StepConfig, StepResult, run_step, run_step_with};
 pub use error::LoadgenError;
 pub use scenarios::{Scenario, Seeds};
 pub use schedule::Arrival;

@@ -76,6 +76,26 @@ pub enum Op {
     Get,
 }
 
+impl Op {
+    /// The HTTP method, for goose's report.
+    pub fn method(self) -> &'static str {
+        match self {
+            Op::Create => "POST",
+            _ => "GET",
+        }
+    }
+
+    /// The request's name in goose's report (its path pattern).
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Redirect(_) => "/{code}",
+            Op::Create => "/v1/links",
+            Op::Stats(_) => "/v1/links/{code}",
+            Op::Get => "target",
+        }
+    }
+}
+
 /// A step's requests, prepared once: paths and headers are built before the step so a request
 /// allocates nothing of ours.
 pub struct Plan {
@@ -149,6 +169,26 @@ impl Plan {
             auth,
             json: HeaderValue::from_static("application/json"),
         })
+    }
+
+    /// `/{code}` for each seeded link.
+    pub fn redirect_paths(&self) -> &[String] {
+        &self.redirect_paths
+    }
+
+    /// `/v1/links/{code}` for each seeded link.
+    pub fn stats_paths(&self) -> &[String] {
+        &self.stats_paths
+    }
+
+    /// The path (and query) a `get` requests.
+    pub fn get_path(&self) -> &str {
+        &self.get_path
+    }
+
+    /// `Bearer KEY`, when an API key was given.
+    pub fn auth(&self) -> Option<&HeaderValue> {
+        self.auth.as_ref()
     }
 
     fn popular(&self, rng: &mut SmallRng) -> usize {

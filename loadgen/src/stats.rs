@@ -75,6 +75,9 @@ pub struct Sample {
     pub uncorrected_us: u64,
     /// From the intended send time to the actual send.
     pub send_lag_us: u64,
+    /// The part of the send lag that is the generator's: from the later of the intended time and
+    /// the moment the request's connection (or user) was free, to the actual send.
+    pub generator_lag_us: u64,
     pub outcome: Outcome,
 }
 
@@ -84,6 +87,7 @@ pub struct Recorder {
     pub corrected: Histogram<u64>,
     pub uncorrected: Histogram<u64>,
     pub send_lag: Histogram<u64>,
+    pub generator_lag: Histogram<u64>,
     /// Responses by status code (index = code, 0..=599).
     pub status: Box<[u64; 600]>,
     pub requests: u64,
@@ -99,6 +103,7 @@ impl Default for Recorder {
             corrected: new_histogram(),
             uncorrected: new_histogram(),
             send_lag: new_histogram(),
+            generator_lag: new_histogram(),
             status: Box::new([0; 600]),
             requests: 0,
             errors: 0,
@@ -114,6 +119,7 @@ impl Recorder {
         self.corrected.saturating_record(s.corrected_us.max(1));
         self.uncorrected.saturating_record(s.uncorrected_us.max(1));
         self.send_lag.saturating_record(s.send_lag_us);
+        self.generator_lag.saturating_record(s.generator_lag_us);
         self.requests += 1;
         match s.outcome {
             Outcome::Status { code, ok } => {
@@ -144,6 +150,7 @@ impl Recorder {
         let _ = self.corrected.add(&other.corrected);
         let _ = self.uncorrected.add(&other.uncorrected);
         let _ = self.send_lag.add(&other.send_lag);
+        let _ = self.generator_lag.add(&other.generator_lag);
         for (a, b) in self.status.iter_mut().zip(other.status.iter()) {
             *a += b;
         }
@@ -306,6 +313,7 @@ mod tests {
                 corrected_us: v,
                 uncorrected_us: v / 2,
                 send_lag_us: 0,
+                generator_lag_us: 0,
                 outcome: Outcome::Status {
                     code: 200,
                     ok: true,
@@ -318,6 +326,7 @@ mod tests {
                     corrected_us: 5000,
                     uncorrected_us: 10,
                     send_lag_us: 1,
+                    generator_lag_us: 1,
                     outcome: Outcome::Timeout,
                 })
             })

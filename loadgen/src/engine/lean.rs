@@ -1,0 +1,467 @@
+//! The lean per-request path: each goose user owns one HTTP/1.1 connection (hyper's client
+//! connection over a `TcpStream` with `TCP_NODELAY`, driven by the user's own task) and sends
+//! the slots of the shared schedule that are its own, as wrk2 does: user `j` of `C` sends slots
+//! `j`, `j + C`, `j + 2C`, ... Each waits on the [precise timer](super::timer) for its slot's
+//! intended time (if that has passed, it sends at once; latency still counts from the intended
+//! time). Requests are built from parts prepared before the step: no URL parsing, no pool
+//! lookup, no boxing per request. Latencies go into the engine thread's recorder (one per
+//! thread, merged at the end).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use goose::goose::{GooseUser, TransactionResult};
+use hdrhistogram::Histogram;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::net::TcpStream;
+
+use super::timer::Timer;
+use crate::error::LoadgenError;
+use crate::scenarios::{Op, Plan};
+use crate::schedule::Schedule;
+use crate::stats::{Outcome, Registry, Sample};
+
+/// Latency the connections absorb before a slot finds its connection still busy: `rate ×
+/// allowance` connections. A slower server then holds every connection and later slots wait
+/// for theirs (counted from their intended time), as in wrk2; the result says `pool_exhausted`.
+pub const LATENCY_ALLOWANCE: Duration = Duration::from_millis(20);
+pub const MIN_CONNECTIONS: u64 = 32;
+pub const MAX_CONNECTIONS: u64 = 4_000;
+/// A slot may still leave this long after the step's end (a timer wake-up a little late for the
+/// last slot); later, it is missed.
+const END_GRACE: Duration = Duration::from_millis(5);
+/// How often the runtime probe wakes.
+const PROBE_EVERY: Duration = Duration::from_millis(5);
+
+/// Connections (goose users) for `rate`.
+pub fn connections(rate: f64) -> u64 {
+    let allowance = std::env::var("LOADGEN_ALLOWANCE_MS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(LATENCY_ALLOWANCE.as_secs_f64(), |ms| ms / 1e3);
+    ((rate * allowance).ceil() as u64).clamp(MIN_CONNECTIONS, MAX_CONNECTIONS)
+}
+
+/// Where the connections go, resolved once per step.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    host: HeaderValue,
+}
+
+impl Endpoint {
+    /// `http://host[:port]` (https is not spoken by the lean client).
+    pub fn resolve(target: &str) -> Result<Self, LoadgenError> {
+        let url = reqwest013::Url::parse(target)
+            .map_err(|e| LoadgenError::Usage(format!("invalid target URL {target:?}: {e}")))?;
+        if url.scheme() != "http" {
+            return Err(LoadgenError::Usage(format!(
+                "the lean client speaks plain HTTP only ({target}): use --client reqwest for https"
+            )));
+        }
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .map_err(|e| LoadgenError::Usage(format!("cannot resolve {host}:{port}: {e}")))?
+            .next()
+            .ok_or_else(|| LoadgenError::Usage(format!("{host}:{port} resolves to nothing")))?;
+        let host_header = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        Ok(Self {
+            addr,
+            host: HeaderValue::from_str(&host_header)
+                .map_err(|_| LoadgenError::Usage(format!("invalid host in {target:?}")))?,
+        })
+    }
+}
+
+/// The requests of a step, from parts built once.
+pub struct Requests {
+    host: HeaderValue,
+    agent: HeaderValue,
+    redirect: Vec<Uri>,
+    stats: Vec<Uri>,
+    get: Uri,
+    create: Uri,
+    auth: Option<HeaderValue>,
+    json: HeaderValue,
+}
+
+impl Requests {
+    pub fn new(plan: &Plan, endpoint: &Endpoint) -> Result<Self, LoadgenError> {
+        let uri = |p: &str| {
+            Uri::try_from(p).map_err(|_| LoadgenError::Usage(format!("invalid request path {p:?}")))
+        };
+        Ok(Self {
+            host: endpoint.host.clone(),
+            agent: HeaderValue::from_static(concat!("linkr-loadgen/", env!("CARGO_PKG_VERSION"))),
+            redirect: plan
+                .redirect_paths()
+                .iter()
+                .map(|p| uri(p))
+                .collect::<Result<_, _>>()?,
+            stats: plan
+                .stats_paths()
+                .iter()
+                .map(|p| uri(p))
+                .collect::<Result<_, _>>()?,
+            get: uri(plan.get_path())?,
+            create: Uri::from_static("/v1/links"),
+            auth: plan.auth().cloned(),
+            json: HeaderValue::from_static("application/json"),
+        })
+    }
+
+    fn build(&self, op: Op, slot: u64, rng: &mut SmallRng) -> Request<Full<Bytes>> {
+        let (method, uri, body) = match op {
+            Op::Redirect(k) => (Method::GET, &self.redirect[k], Bytes::new()),
+            Op::Stats(k) => (Method::GET, &self.stats[k], Bytes::new()),
+            Op::Get => (Method::GET, &self.get, Bytes::new()),
+            Op::Create => (
+                Method::POST,
+                &self.create,
+                Bytes::from(format!(
+                    r#"{{"url":"https://example.com/loadgen/{slot}/{:08x}"}}"#,
+                    rng.random::<u32>()
+                )),
+            ),
+        };
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri.clone();
+        let h = req.headers_mut();
+        h.reserve(4);
+        h.insert(HOST, self.host.clone());
+        h.insert(USER_AGENT, self.agent.clone());
+        if matches!(op, Op::Stats(_) | Op::Create)
+            && let Some(auth) = &self.auth
+        {
+            h.insert(AUTHORIZATION, auth.clone());
+        }
+        if op == Op::Create {
+            h.insert(CONTENT_TYPE, self.json.clone());
+        }
+        req
+    }
+}
+
+/// One HTTP/1.1 connection, driven by the task that uses it.
+pub struct Conn {
+    sender: http1::SendRequest<Full<Bytes>>,
+    conn: http1::Connection<TokioIo<TcpStream>, Full<Bytes>>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Result<Self, Outcome> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|_| Outcome::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| Outcome::Connect)?;
+        Ok(Self { sender, conn })
+    }
+
+    /// Whether the connection is still open (polls it once: a server that closed it is seen).
+    async fn alive(&mut self) -> bool {
+        if self.sender.is_closed() {
+            return false;
+        }
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut self.conn).poll(cx).is_pending())).await
+    }
+
+    /// Sends `req` and reads the whole response; the status code.
+    async fn exchange(&mut self, req: Request<Full<Bytes>>) -> Result<u16, Outcome> {
+        let Self { sender, conn } = self;
+        let exchange = async move {
+            std::future::poll_fn(|cx| sender.poll_ready(cx)).await?;
+            let resp = sender.send_request(req).await?;
+            let code = resp.status().as_u16();
+            let mut body = resp.into_body();
+            while let Some(frame) = body.frame().await {
+                frame?;
+            }
+            Ok::<u16, hyper::Error>(code)
+        };
+        let mut exchange = pin!(exchange);
+        // The connection is polled in this task, beside the exchange: no task of its own, no
+        // wake-up between tasks per response.
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(r.map_err(|_| Outcome::Other));
+            }
+            match Pin::new(&mut *conn).poll(cx) {
+                Poll::Ready(_) => {
+                    // The connection ended: the exchange has its answer or its error now.
+                    match exchange.as_mut().poll(cx) {
+                        Poll::Ready(r) => Poll::Ready(r.map_err(|_| Outcome::Other)),
+                        Poll::Pending => Poll::Ready(Err(Outcome::Other)),
+                    }
+                }
+                Poll::Pending => match exchange.as_mut().poll(cx) {
+                    Poll::Ready(r) => Poll::Ready(r.map_err(|_| Outcome::Other)),
+                    Poll::Pending => Poll::Pending,
+                },
+            }
+        })
+        .await
+    }
+}
+
+/// Connections kept between steps, by address: a knee search opens them once (and does not
+/// leave thousands in TIME_WAIT between steps). They belong to the engine's runtime.
+fn pool() -> &'static Mutex<HashMap<SocketAddr, Vec<Conn>>> {
+    static POOL: OnceLock<Mutex<HashMap<SocketAddr, Vec<Conn>>>> = OnceLock::new();
+    POOL.get_or_init(Default::default)
+}
+
+fn take_pooled(addr: SocketAddr) -> Option<Conn> {
+    pool()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(&addr)
+        .and_then(Vec::pop)
+}
+
+fn put_back(addr: SocketAddr, conn: Conn) {
+    let mut pool = pool().lock().unwrap_or_else(|e| e.into_inner());
+    let conns = pool.entry(addr).or_default();
+    if (conns.len() as u64) < MAX_CONNECTIONS {
+        conns.push(conn);
+    }
+}
+
+/// What the users of one lean step share.
+pub struct LeanStep {
+    pub endpoint: Endpoint,
+    pub schedule: Schedule,
+    pub plan: Plan,
+    pub requests: Requests,
+    pub registry: Arc<Registry>,
+    pub users: u64,
+    pub duration: Duration,
+    pub goose_metrics: bool,
+    pub timer: Arc<Timer>,
+    /// The schedule's start, set once every user is connected.
+    pub start: Arc<OnceLock<Instant>>,
+    pub started: tokio::sync::watch::Sender<Option<Instant>>,
+    pub all_ready: tokio::sync::Notify,
+    pub next_user: AtomicU64,
+    pub ready: AtomicU64,
+    pub ended: AtomicBool,
+    pub in_flight: AtomicU64,
+    pub max_in_flight: AtomicU64,
+    /// Slots that found their connection still busy at their intended time.
+    pub behind: AtomicU64,
+    pub sent: AtomicU64,
+    pub probe: Mutex<Histogram<u64>>,
+    pub cpu_start_us: AtomicU64,
+    pub cpu_end_us: AtomicU64,
+}
+
+impl LeanStep {
+    fn mark_ready(&self) {
+        if self.ready.fetch_add(1, Ordering::AcqRel) + 1 == self.users {
+            self.all_ready.notify_one();
+        }
+    }
+}
+
+/// One goose user: connect, wait for the start, send its slots, record them.
+pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> TransactionResult {
+    let j = step.next_user.fetch_add(1, Ordering::AcqRel);
+    if j >= step.users {
+        return Ok(());
+    }
+    let addr = step.endpoint.addr;
+    let mut conn = None;
+    while let Some(mut c) = take_pooled(addr) {
+        if c.alive().await {
+            conn = Some(c);
+            break;
+        }
+    }
+    if conn.is_none() {
+        conn = Conn::open(addr).await.ok();
+    }
+    let mut started = step.started.subscribe();
+    step.mark_ready();
+    let t0 = match started.wait_for(Option::is_some).await {
+        Ok(t0) => t0.unwrap_or_else(Instant::now),
+        Err(_) => return Ok(()),
+    };
+    let t_end = t0 + step.duration;
+    let give_up = tokio::time::sleep_until((t_end + crate::scenarios::REQUEST_TIMEOUT).into());
+    let mut give_up = pin!(give_up);
+    let mut rng = SmallRng::seed_from_u64(j ^ 0x9E37_79B9_7F4A_7C15);
+    let (len, stride) = (step.schedule.len(), step.users);
+    let mut free_at = t0;
+    let mut slot = j;
+    while slot < len {
+        let intended = t0 + step.schedule.offset(slot);
+        step.timer.sleep_until(intended).await;
+        let sent = Instant::now();
+        if step.timer.is_aborted() || sent > t_end + END_GRACE {
+            break;
+        }
+        let op = step.plan.pick(&mut rng, slot);
+        let req = step.requests.build(op, slot, &mut rng);
+        if free_at > intended {
+            step.behind.fetch_add(1, Ordering::Relaxed);
+        }
+        let in_flight = step.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        step.max_in_flight.fetch_max(in_flight, Ordering::Relaxed);
+        step.sent.fetch_add(1, Ordering::Relaxed);
+        let result = match conn.as_mut() {
+            Some(c) => tokio::select! {
+                biased;
+                r = c.exchange(req) => r,
+                _ = &mut give_up => Err(Outcome::Timeout),
+            },
+            None => match Conn::open(addr).await {
+                Ok(c) => {
+                    let c = conn.insert(c);
+                    tokio::select! {
+                        biased;
+                        r = c.exchange(req) => r,
+                        _ = &mut give_up => Err(Outcome::Timeout),
+                    }
+                }
+                Err(e) => Err(e),
+            },
+        };
+        let done = Instant::now();
+        step.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let outcome = match result {
+            Ok(code) => Outcome::Status {
+                code,
+                ok: crate::scenarios::expected(op, code),
+            },
+            Err(e) => {
+                // Reconnect for the next slot.
+                conn = None;
+                e
+            }
+        };
+        step.registry.record(&Sample {
+            corrected_us: micros(done - intended),
+            uncorrected_us: micros(done - sent),
+            send_lag_us: micros(sent.saturating_duration_since(intended)),
+            generator_lag_us: micros(sent.saturating_duration_since(intended.max(free_at))),
+            outcome,
+        });
+        if step.goose_metrics {
+            let (code, ok) = match outcome {
+                Outcome::Status { code, ok } => (Some(code), ok),
+                _ => (None, false),
+            };
+            let _ = user
+                .record_custom_request_duration(
+                    op.method(),
+                    op.name(),
+                    done - intended,
+                    ok,
+                    code,
+                    None,
+                )
+                .await;
+        }
+        free_at = done;
+        if matches!(outcome, Outcome::Timeout) {
+            break;
+        }
+        slot += stride;
+    }
+    if let Some(mut c) = conn
+        && !step.timer.is_aborted()
+        && c.alive().await
+    {
+        put_back(addr, c);
+    }
+    Ok(())
+}
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros() as u64
+}
+
+/// Starts the schedule once every user is connected (or gives up after `ready_timeout`), records
+/// the engine thread's CPU time over the schedule, and ends it.
+pub async fn supervise(step: Arc<LeanStep>, ready_timeout: Duration, stop: fn() -> bool) -> bool {
+    if step.ready.load(Ordering::Acquire) < step.users
+        && tokio::time::timeout(ready_timeout, step.all_ready.notified())
+            .await
+            .is_err()
+        && step.ready.load(Ordering::Acquire) < step.users
+    {
+        step.timer.abort();
+        step.started.send_replace(Some(Instant::now()));
+        return false;
+    }
+    let t0 = Instant::now() + Duration::from_millis(1);
+    let _ = step.start.set(t0);
+    step.started.send_replace(Some(t0));
+    step.timer.sleep_until(t0).await;
+    // The engine thread's CPU time, less the timer's spinning (a busy wait, not work).
+    let cpu = || super::thread_cpu_us().saturating_sub(step.timer.spun().as_micros() as u64);
+    step.cpu_start_us.store(cpu(), Ordering::Relaxed);
+    let t_end = t0 + step.duration;
+    loop {
+        let now = Instant::now();
+        if now >= t_end {
+            break;
+        }
+        step.timer
+            .sleep_until(t_end.min(now + Duration::from_millis(50)))
+            .await;
+        if stop() {
+            step.timer.abort();
+            break;
+        }
+    }
+    step.cpu_end_us.store(cpu(), Ordering::Relaxed);
+    step.ended.store(true, Ordering::Release);
+    true
+}
+
+/// Wakes every [`PROBE_EVERY`] during the schedule on the precise timer and records how late it
+/// ran (µs): the delay a ready task waits for the engine thread.
+pub async fn probe(step: Arc<LeanStep>) {
+    let mut started = step.started.subscribe();
+    let Ok(t0) = started
+        .wait_for(Option::is_some)
+        .await
+        .map(|t| t.unwrap_or_else(Instant::now))
+    else {
+        return;
+    };
+    let mut next = t0;
+    loop {
+        next += PROBE_EVERY;
+        step.timer.sleep_until(next).await;
+        if step.ended.load(Ordering::Relaxed) || step.timer.is_aborted() {
+            return;
+        }
+        let late = Instant::now().saturating_duration_since(next);
+        step.probe
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .saturating_record(late.as_micros() as u64);
+    }
+}
