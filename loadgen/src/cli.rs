@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::compare::{Figures, compare};
-use crate::driver::{self, StepConfig, StepResult};
+use crate::driver::{self, ClientKind, StepConfig, StepResult};
 use crate::error::LoadgenError;
 use crate::scenarios::{Scenario, Seeds};
 use crate::schedule::Arrival;
@@ -38,6 +38,11 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Per-request path of `run` and `knee`: lean (a hyper HTTP/1 connection per user, requests
+    /// built in advance, one current-thread runtime, precise timer) or reqwest (goose's own
+    /// client, as before; for comparison, and for https targets).
+    #[arg(long, global = true, value_enum, default_value_t = ClientKind::Lean)]
+    pub client: ClientKind,
 }
 
 #[derive(Debug, Subcommand)]
@@ -497,8 +502,8 @@ pub fn summary(r: &StepResult) -> String {
          \x20 errors     {} ({:.3}%){transport}   status {}\n\
          \x20 latency    {}   (corrected: from the intended send time)\n\
          \x20 uncorrected {}\n\
-         \x20 send lag   p50 {}  p99 {}  max {} ms   (runtime lag p90 {} ms)\n\
-         \x20 generator  cpu {:.0}%  max in flight {}/{}{}  saturated: {}\n",
+         \x20 send lag   p50 {}  p99 {}  max {} ms   (the generator's own: p50 {}  p99 {} ms; runtime lag p90 {} ms)\n\
+         \x20 generator  {} client, {}: cpu {:.0}%  max in flight {}/{}{}  saturated: {}\n",
         r.scenario,
         r.rate_target,
         r.duration_s,
@@ -517,7 +522,11 @@ pub fn summary(r: &StepResult) -> String {
         ms(r.send_lag_us.p50),
         ms(r.send_lag_us.p99),
         ms(r.send_lag_us.max),
+        ms(r.generator_lag_us.p50),
+        ms(r.generator_lag_us.p99),
         ms(r.runtime_lag_us.p90),
+        r.client,
+        r.engine,
         r.generator_cpu * 100.0,
         r.max_in_flight,
         r.users,

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         eprintln!("{}", spawn::pin_generator());
     }
     raise_open_files_limit();
+    driver::set_client(cli.client);
     driver::install_interrupt_handler();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
