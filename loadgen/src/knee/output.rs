@@ -7,8 +7,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::bound::decide_bound;
+use super::findings::{Outcome, Searched, Target, WarmUp};
 use super::judge::{Criteria, StepOutcome};
-use super::run::{Outcome, Searched, Target, WarmUp};
 use super::search::SearchEnd;
 use super::step::{StepRecord, observe, run_object};
 use crate::cli::KneeArgs;

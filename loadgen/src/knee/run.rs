@@ -7,9 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use super::bound::Bound;
+use super::findings::{Outcome, Searched, Target, WarmUp};
 use super::judge::Criteria;
 use super::output::{self, Finished, ProfileOutcome};
 use super::profile_window::{profile_at_knee, window_length};
@@ -17,7 +15,7 @@ use super::progress::Progress;
 use super::recovery::{
     self, PROBE_DURATION, Probe, Recovery, RecoveryPlan, is_recovered, probe_rate,
 };
-use super::search::{Search, SearchEnd, SearchPlan};
+use super::search::{Search, SearchPlan};
 use super::step::{StepRecord, p99, record_step};
 use crate::cli::KneeArgs;
 use crate::driver::{StepConfig, run_step};
@@ -28,25 +26,6 @@ use crate::report::{AllocationsView, ProfileView, fmt_rate, fmt_us};
 use crate::scenarios::Seeds;
 use crate::seed::seed_for;
 use crate::spawn::{find_linkr, spawn_linkr};
-
-/// Where the load goes and what we know about it.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub base_url: String,
-    pub admin_url: Option<String>,
-    pub api_key: Option<String>,
-    pub service: ServiceFacts,
-}
-
-/// What a finished knee run found (also what `summary.json` holds).
-pub struct Outcome {
-    pub summary: Value,
-    pub knee_rate: Option<f64>,
-    pub knee_p99_us: Option<u64>,
-    pub bound: Bound,
-    pub end: SearchEnd,
-    pub out: PathBuf,
-}
 
 /// Entry point of `loadgen knee`.
 pub async fn run(args: KneeArgs) -> Result<ExitCode, LoadgenError> {
@@ -171,33 +150,6 @@ pub async fn run_against(args: &KneeArgs, target: Target) -> Result<Outcome, Loa
         return Err(LoadgenError::Interrupted);
     }
     Ok(outcome)
-}
-
-/// What the warm-up did: its baseline probes and whether Ctrl-C cut it short.
-pub struct WarmUp {
-    /// The lower p99 of the probes before and after the warm-up traffic.
-    pub baseline_p99_us: Option<u64>,
-    pub probes: Vec<Probe>,
-    /// Probes after the warm-up when the second baseline probe was not back under the limit.
-    pub recovery: Option<Recovery>,
-    pub interrupted: bool,
-}
-
-/// The search's steps and state.
-pub struct Searched {
-    pub steps: Vec<StepRecord>,
-    pub search: Search,
-    pub interrupted: bool,
-}
-
-impl Searched {
-    /// The step of the knee: the highest passing rate (its last step, if tried twice).
-    pub fn knee(&self) -> Option<&StepRecord> {
-        let rate = self.search.highest_pass()?;
-        self.steps
-            .iter()
-            .rfind(|s| s.verdict.passed() && s.observation.rate_target == rate)
-    }
 }
 
 struct Session<'a> {
@@ -531,7 +483,11 @@ fn interrupt_or(e: LoadgenError, searched: &mut Searched) -> Result<(), LoadgenE
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
+    use crate::knee::bound::Bound;
+    use crate::knee::search::SearchEnd;
     use crate::scenarios::Scenario;
 
     #[test]
