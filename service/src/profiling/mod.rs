@@ -624,7 +624,7 @@ impl Raw {
             for ((tid, addrs), weight_ns) in &self.samples.stacks {
                 let mut frames = Vec::with_capacity(addrs.len() + 4);
                 for &addr in addrs.iter().rev() {
-                    // Inlined callers come before (rootwards of) the functions inlined into them.
+                    // Root first: callers before callees (and inlined frames, if any, likewise).
                     frames.extend(symbolizer.frames(addr).iter().rev().cloned());
                 }
                 stacks.push(Stack {
@@ -659,6 +659,15 @@ impl Raw {
             })
             .collect();
         threads.sort_by(|a, b| b.cpu_time.cmp(&a.cpu_time).then(a.tid.cmp(&b.tid)));
+        for t in &threads {
+            tracing::debug!(
+                tid = t.tid,
+                thread = %t.name,
+                cpu_s = t.cpu_time.as_secs_f64(),
+                sampled_s = (t.samples * period_ns) as f64 / 1e9,
+                "profiled thread"
+            );
+        }
         Profile {
             mode: self.mode,
             frequency: self.req.frequency,

@@ -1,6 +1,5 @@
 //! Addresses to function names, in the process itself: user addresses through the `backtrace`
-//! crate (symbol tables and DWARF line tables, inlined frames included; `debug =
-//! "line-tables-only"` keeps them in release builds), kernel addresses through `/proc/kallsyms`
+//! crate (the symbol tables of the loaded objects), kernel addresses through `/proc/kallsyms`
 //! (real addresses only for root or `CAP_SYSLOG`), marked with inferno's `_[k]` suffix.
 
 use std::collections::HashMap;
@@ -25,7 +24,7 @@ impl Symbolizer {
         }
     }
 
-    /// The function at `addr`, preceded by those inlined into it: innermost first.
+    /// The function at `addr` (one name; a slice so that inlined frames could join it).
     pub(crate) fn frames(&mut self, addr: u64) -> Arc<[Arc<str>]> {
         if let Some(f) = self.cache.get(&addr) {
             return Arc::clone(f);
@@ -60,7 +59,18 @@ impl Symbolizer {
     }
 }
 
+/// The function holding `addr`, by its symbol-table name (the full path, as perf shows it).
+/// Frames inlined into it are left out: `line-tables-only` debug information names them without
+/// their module path (`run`, `poll<...>`, `{closure#0}`), and so does it name whole functions,
+/// which is why the executable's own symbol table comes first.
 fn user(addr: u64) -> Vec<String> {
+    if let Some(name) = EXE
+        .get_or_init(ExeSymbols::load)
+        .as_ref()
+        .and_then(|e| e.name(addr))
+    {
+        return vec![name.to_string()];
+    }
     let mut names = Vec::new();
     // `resolve` looks up the address minus one (it expects return addresses); ours are already
     // inside the instruction they stand for.
@@ -71,10 +81,69 @@ fn user(addr: u64) -> Vec<String> {
             names.push(format!("{name:#}"));
         }
     });
-    if names.is_empty() {
-        names.push(dladdr(addr));
+    // `resolve` reports the inlined frames first and the function that holds them last.
+    vec![names.pop().unwrap_or_else(|| dladdr(addr))]
+}
+
+/// Function symbols of the running executable (`.symtab`), demangled; read once per process.
+static EXE: std::sync::OnceLock<Option<ExeSymbols>> = std::sync::OnceLock::new();
+
+struct ExeSymbols {
+    /// Load address minus link-time address (position-independent executables).
+    bias: u64,
+    /// `(start, end, name)`, sorted by start.
+    functions: Vec<(u64, u64, Box<str>)>,
+}
+
+impl ExeSymbols {
+    fn load() -> Option<Self> {
+        use object::{Object as _, ObjectSymbol as _};
+        let data = std::fs::read("/proc/self/exe").ok()?;
+        let file = object::File::parse(data.as_slice()).ok()?;
+        let mut functions: Vec<(u64, u64, Box<str>)> = file
+            .symbols()
+            .filter(|s| s.kind() == object::SymbolKind::Text && s.size() > 0)
+            .filter_map(|s| {
+                let name = format!("{:#}", rustc_demangle::demangle(s.name().ok()?));
+                Some((s.address(), s.address() + s.size(), name.into_boxed_str()))
+            })
+            .collect();
+        if functions.is_empty() {
+            return None;
+        }
+        functions.sort_unstable_by_key(|f| f.0);
+        Some(Self {
+            bias: main_program_bias()?,
+            functions,
+        })
     }
-    names
+
+    fn name(&self, addr: u64) -> Option<&str> {
+        let addr = addr.checked_sub(self.bias)?;
+        let i = self
+            .functions
+            .partition_point(|f| f.0 <= addr)
+            .checked_sub(1)?;
+        let (_, end, name) = &self.functions[i];
+        (addr < *end).then_some(&**name)
+    }
+}
+
+/// The main program's load bias, from the first object `dl_iterate_phdr` reports.
+fn main_program_bias() -> Option<u64> {
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        out: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `info` is valid for the call and `out` is the `Option<u64>` passed below.
+        unsafe { *out.cast::<Option<u64>>() = Some((*info).dlpi_addr) };
+        1
+    }
+    let mut bias: Option<u64> = None;
+    // SAFETY: the callback writes only through the pointer to `bias`, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(first), (&raw mut bias).cast()) };
+    bias
 }
 
 /// The nearest exported symbol, else `[object file name]`.
