@@ -159,8 +159,9 @@ the next step.
 At the knee the rate is held for a profile window (2 x --profile-seconds + 2 s) while a CPU
 profile is captured from the admin listener (folded stacks, then pprof).
 
-Timing with the defaults: 10 steps x 8 s + a 12 s profile window + start-up and seeding: about
-two minutes, under three.
+Timing with the defaults: 10 steps x 8 s + a 12 s profile window + 4 s of warm-up and baseline
+probes + start-up and seeding, plus 1.25 s (up to about 13 s when the target is slow to drain)
+of recovery probes after each step that does not pass: about two minutes, under three.
 
 Writes into --out: summary.json, index.html, step-NN-RATE.hgrm (corrected) and
 step-NN-RATE.uncorrected.hgrm per step, cpu.folded, cpu.pb.gz, flamegraph.svg and, with
