@@ -2,10 +2,11 @@
 # CPU profile of linkr under load, in one command.
 #
 #   scripts/flamegraph.sh [--seconds N] [--rate R] [--frequency HZ] [--scenario NAME] [--out DIR]
-#                         [--no-libc]
+#                         [--mode auto|perf|timer|itimer]
 #
-# Builds the release `linkr` and `loadgen` (cargo does nothing when they are fresh), starts
-# linkr on free loopback ports with a fresh temporary data dir, drives it with
+# Builds the release `linkr` and `loadgen` exactly as scripts/knee.sh does (`cargo build --release
+# --locked -p linkr -p linkr-loadgen`: nothing is rebuilt after a knee run), starts linkr on free
+# loopback ports with a fresh temporary data dir, drives it with
 # `loadgen run --scenario NAME --rate R` (open model), captures one CPU profile of N seconds
 # from the admin listener while the load runs, then stops linkr with SIGTERM. Writes
 #
@@ -15,13 +16,13 @@
 #   profiles/<UTC timestamp>/allocs.json     allocations per request by route (GET /debug/allocs)
 #
 # The three profile files come from one capture (the SVG and folded stacks are re-rendered from it by
-# GET /debug/pprof/last). Defaults: --seconds 10 --rate 2000 --frequency 199 --scenario mixed.
-# Coverage: pprof-rs samples with ITIMER_PROF, which the kernel fires at most once per scheduler
-# tick (250 Hz on this VM), and a tickless kernel misses short bursts of work between ticks, so a
-# lightly loaded server is undersampled. The summary prints the CPU seconds the samples stand for
-# next to the CPU seconds linkr used. Samples inside libc (system calls) are unwound too
-# (include_libc=true; this script profiles its own throwaway instance); --no-libc drops them as
-# the endpoint does by default (a live service you care about).
+# GET /debug/pprof/last). Defaults: --seconds 10 --rate 2000 --frequency 199 --scenario mixed
+# --mode auto. The sampler (--mode, the endpoint's `mode=`): `auto` uses per-thread perf events
+# with kernel frames where the system allows them (`perf-events`), else per-thread CPU timers
+# (`thread-timers`); `itimer` is the old pprof-rs sampler, for comparison only. The summary says
+# which sampler ran and how much of linkr's CPU its samples stand for (the coverage); a capture
+# with no samples is reported as a failure (exit 1). `--no-libc` is accepted and ignored: no
+# sampler drops samples taken in libc any more.
 # Environment: LOADGEN (path of the loadgen binary to use instead of building one),
 # LINKR (path of the linkr binary to use instead of building one).
 # Exit 0 on success, 1 when a step fails, 2 on a usage error.
@@ -35,7 +36,7 @@ RATE=2000
 FREQUENCY=199
 SCENARIO=mixed
 OUT=""
-INCLUDE_LIBC=true
+MODE=auto
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
@@ -49,7 +50,8 @@ while [[ $# -gt 0 ]]; do
         -f | --frequency) FREQUENCY=${2:?}; shift 2 ;;
         --scenario) SCENARIO=${2:?}; shift 2 ;;
         -o | --out) OUT=${2:?}; shift 2 ;;
-        --no-libc) INCLUDE_LIBC=false; shift ;;
+        --mode) MODE=${2:?}; shift 2 ;;
+        --no-libc) echo "flamegraph.sh: --no-libc is ignored (libc is always sampled now)" >&2; shift ;;
         -h | --help) usage 0 ;;
         *) echo "flamegraph.sh: unknown argument $1" >&2; usage ;;
     esac
@@ -57,6 +59,7 @@ done
 [[ $SECONDS_ =~ ^[0-9]+$ && $SECONDS_ -ge 1 && $SECONDS_ -le 300 ]] || { echo "--seconds must be 1..300" >&2; exit 2; }
 [[ $FREQUENCY =~ ^[0-9]+$ && $FREQUENCY -ge 1 && $FREQUENCY -le 1000 ]] || { echo "--frequency must be 1..1000" >&2; exit 2; }
 [[ $RATE =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "--rate must be a number" >&2; exit 2; }
+[[ $MODE =~ ^(auto|perf|perf-user|timer|itimer)$ ]] || { echo "--mode must be auto, perf, perf-user, timer or itimer" >&2; exit 2; }
 OUT=${OUT:-profiles/$(date -u +%Y%m%dT%H%M%SZ)}
 
 SCRIPT=flamegraph.sh
@@ -67,12 +70,10 @@ LINKR_STOP_SECS=30
 # --- build -------------------------------------------------------------------------------------
 LINKR=${LINKR:-}
 LOADGEN=${LOADGEN:-}
-targets=()
-[[ -z $LINKR ]] && targets+=(--bin linkr)
-[[ -z $LOADGEN ]] && targets+=(--bin loadgen)
-if [[ ${#targets[@]} -gt 0 ]]; then
-    step "building release ${targets[*]} (nothing to do when fresh)"
-    cargo build --release --locked "${targets[@]}"
+if [[ -z $LINKR || -z $LOADGEN ]]; then
+    # The same command as scripts/knee.sh: the same feature set, so cargo reuses its build.
+    step "building release linkr and loadgen (nothing to do when fresh)"
+    cargo build --release --locked -p linkr -p linkr-loadgen
 fi
 LINKR=${LINKR:-$ROOT/target/release/linkr}
 LOADGEN=${LOADGEN:-$ROOT/target/release/loadgen}
@@ -142,7 +143,7 @@ done
 mkdir -p "$OUT"
 step "capturing a ${SECONDS_}s CPU profile at ${FREQUENCY} Hz"
 code=$(curl -sS -o "$OUT/cpu.pb.gz" -D "$WORK/headers" -w '%{http_code}' --max-time $((SECONDS_ + 120)) \
-    "$ADMIN/debug/pprof/profile?seconds=$SECONDS_&frequency=$FREQUENCY&format=pprof&include_libc=$INCLUDE_LIBC")
+    "$ADMIN/debug/pprof/profile?seconds=$SECONDS_&frequency=$FREQUENCY&format=pprof&mode=$MODE")
 [[ $code == 200 ]] || fail "profile capture answered $code: $(head -c 500 "$OUT/cpu.pb.gz")"
 kill -0 "$LOAD_PID" 2>/dev/null || echo "warning: loadgen finished before the capture did" >&2
 
@@ -166,10 +167,16 @@ LINKR_PID=""
 # --- summary -----------------------------------------------------------------------------------
 samples=$(awk '{ n += $NF } END { printf "%d\n", n }' "$OUT/cpu.folded")
 header() { awk -v h="$1" 'tolower($1) == h ":" { gsub(/\r/, ""); print $2 }' "$WORK/headers"; }
-step "done: $samples samples, standing for $(header x-profile-sampled-cpu-seconds) s of the $(header x-profile-process-cpu-seconds) s of CPU linkr used"
-[[ $INCLUDE_LIBC == true ]] || echo "    (samples in libc, i.e. system calls, were dropped: --no-libc was given)"
+sampled=$(header x-profile-sampled-cpu-seconds)
+used=$(header x-profile-process-cpu-seconds)
+coverage=$(awk -v s="${sampled:-0}" -v u="${used:-0}" 'BEGIN { if (u > 0) printf "%.0f%%", 100 * s / u; else print "n/a" }')
+step "done: $samples samples by $(header x-profile-mode), standing for $sampled s of the $used s of CPU linkr used (coverage $coverage)"
 ls -l "$OUT"/cpu.pb.gz "$OUT"/flamegraph.svg "$OUT"/cpu.folded "$OUT"/allocs.json | awk '{ printf "    %8d  %s\n", $5, $NF }'
-if [[ $samples -gt 0 ]]; then
+if [[ $samples -eq 0 ]]; then
+    echo "WARNING: the profile holds no samples: linkr used $used s of CPU in the window." >&2
+    echo "    Raise --rate, --seconds or --frequency; check that the load reached linkr." >&2
+    FAILED=1
+else
     echo "top functions by self time (leaf frames):"
     awk '{ count = $NF; sub(/ [0-9]+$/, ""); n = split($0, f, ";"); self[f[n]] += count; total += count }
          END { for (k in self) printf "%6.1f%%  %s\n", 100 * self[k] / total, k }' "$OUT/cpu.folded" |
@@ -184,3 +191,4 @@ open:
     $OUT/flamegraph.svg                      (any browser)
     go tool pprof -http=127.0.0.1:0 $OUT/cpu.pb.gz   (or drop cpu.pb.gz / cpu.folded on https://www.speedscope.app)
 EOF
+exit "${FAILED:-0}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the lab needs beyond the Rust toolchain, once: valgrind (instruction-count
-# benches), chromium (report rendering test), wrk (generator-ceiling comparison).
+# benches), chromium (report rendering test), wrk (generator-ceiling comparison), perf (Debian's
+# linux-perf: the CPU profiler's agreement test records the same threads with `perf record`).
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+command -v perf >/dev/null 2>&1 || need+=(linux-perf)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]} (apt-get)"
@@ -16,4 +18,4 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-echo "setup: valgrind $(valgrind --version 2>/dev/null | head -1), $(chromium --version 2>/dev/null | head -1), wrk $(command -v wrk >/dev/null && echo present)"
+echo "setup: valgrind $(valgrind --version 2>/dev/null | head -1), $(chromium --version 2>/dev/null | head -1), wrk $(command -v wrk >/dev/null && echo present), $(perf --version 2>/dev/null)"
