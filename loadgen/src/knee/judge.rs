@@ -76,7 +76,7 @@ impl Criteria {
         let misses = self.misses(o);
         if o.generator_saturated {
             let mut reasons = vec![
-                "inconclusive: the generator could not keep its schedule, so this step measured the generator, not the service"
+                "the generator could not keep its schedule, so this step measured the generator, not the service"
                     .to_string(),
             ];
             reasons.extend(misses.into_iter().map(|m| format!("also {m}")));

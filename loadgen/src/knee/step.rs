@@ -6,7 +6,7 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use super::judge::{Criteria, Observation, Verdict};
+use super::judge::{Criteria, Observation, StepOutcome, Verdict};
 use super::recovery::Recovery;
 use crate::driver::StepResult;
 use crate::error::LoadgenError;
@@ -68,7 +68,14 @@ pub fn record_step(
     goose_report: Option<String>,
 ) -> Result<StepRecord, LoadgenError> {
     let observation = observe(&result);
-    let verdict = criteria.judge(&observation);
+    let mut verdict = criteria.judge(&observation);
+    if let (StepOutcome::Inconclusive, Some(why), Some(first)) = (
+        verdict.outcome,
+        &result.saturation,
+        verdict.reasons.first_mut(),
+    ) {
+        *first = format!("{first} ({why})");
+    }
     let hgrm = format!("{stem}.hgrm");
     let hgrm_uncorrected = format!("{stem}.uncorrected.hgrm");
     for (h, name) in [
@@ -136,7 +143,7 @@ impl StepRecord {
             uncorrected: Percentiles::of(&self.uncorrected),
             generator_saturated: self.observation.generator_saturated,
             pass: self.verdict.passed(),
-            inconclusive: self.verdict.outcome == super::judge::StepOutcome::Inconclusive,
+            inconclusive: self.verdict.outcome == StepOutcome::Inconclusive,
             reasons: self.verdict.reasons.clone(),
             hgrm: self.hgrm.clone(),
             hgrm_uncorrected: self.hgrm_uncorrected.clone(),
