@@ -51,7 +51,7 @@ pub enum Command {
     Run(RunArgs),
     /// Find the knee: the highest rate served within the p99 objective; profile it; write the report.
     Knee(KneeArgs),
-    /// Compare two run results or two knee summaries: throughput and p99 side by side.
+    /// Compare two run results or two knee summaries: throughput, and p99 at a rate both measured.
     Compare(CompareArgs),
 }
 

@@ -192,7 +192,12 @@ impl Comparison {
     /// A table for the terminal.
     pub fn render(&self, max_regression_pct: f64) -> String {
         let verdict = |regressed: bool| {
-            if regressed {
+            if regressed && max_regression_pct < 0.0 {
+                format!(
+                    "REGRESSION (not better by at least {}%)",
+                    -max_regression_pct
+                )
+            } else if regressed {
                 format!("REGRESSION (worse by more than {max_regression_pct}%)")
             } else {
                 "ok".into()
