@@ -267,8 +267,11 @@ impl<'a> Session<'a> {
         }
         warm.baseline_p99_us = warm.probes.iter().map(|p| p.p99_us).min();
         self.baseline_p99_us = warm.baseline_p99_us;
-        let after = warm.probes.last().map_or(0, |p| p.p99_us);
-        if after > self.limit_us() {
+        let limit = self.limit_us();
+        for p in &mut warm.probes {
+            p.recovered = is_recovered(p.p99_us, p.errors, p.generator_saturated, limit);
+        }
+        if warm.probes.last().is_some_and(|p| !p.recovered) {
             match self.recover("after the warm-up", None).await {
                 Ok(r) => warm.recovery = Some(r),
                 Err(e) => return interrupted_warm_up(e, warm),
