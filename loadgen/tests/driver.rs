@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use driver_support::{self as support, API_KEY, count_at_or_above};
 use linkr_loadgen::driver::{self, StepConfig};
-use linkr_loadgen::{Arrival, Scenario, Seeds, run_step, seed_links};
+use linkr_loadgen::{Arrival, ClientKind, Scenario, Seeds, run_step, run_step_with, seed_links};
 use tokio::sync::{Mutex, MutexGuard};
 
 /// Steps run one at a time: they share two cores and measure timing.
@@ -342,4 +342,112 @@ async fn bad_input_is_a_usage_error() {
     cfg.rate = 10.0;
     cfg.target = "not a url".into();
     assert!(matches!(run_step(&cfg).await, Err(LoadgenError::Usage(_))));
+}
+
+/// The open model holds its rate from 100 to 20,000 req/s: every slot of the schedule is sent
+/// (within 1%). At the top rate a debug build on a busy machine may not keep up: then the step
+/// must say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_holds_from_100_to_20k_per_second() {
+    let _serial = serial().await;
+    let server = support::start().await;
+    for (rate, secs) in [(100.0, 3.0), (1000.0, 2.0), (5000.0, 2.0), (20_000.0, 2.0)] {
+        let r = run_step(&step(
+            format!("{}/hello", server.base),
+            Scenario::Get,
+            rate,
+            Duration::from_secs_f64(secs),
+        ))
+        .await
+        .unwrap();
+        eprintln!("{}", linkr_loadgen::cli::summary(&r));
+        assert_eq!(r.client, ClientKind::Lean);
+        assert_eq!(r.errors, 0, "{:?}", r.transport_errors);
+        let within = (r.rate_achieved - rate).abs() <= rate * 0.01;
+        if rate <= 5000.0 {
+            assert!(within, "achieved {} of {rate}/s: {r:?}", r.rate_achieved);
+        } else if !within {
+            assert!(
+                r.generator_saturated,
+                "achieved {} of {rate}/s without saying it could not keep up",
+                r.rate_achieved
+            );
+        }
+    }
+}
+
+/// Both clients send the same slots: the same status counts against the same server (mixed:
+/// 90/5/5 by slot, so the counts are exact), no errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lean_and_reqwest_clients_give_the_same_status_counts() {
+    let _serial = serial().await;
+    let server = support::start().await;
+    let seeds = seed_links(&server.base, API_KEY, 50).await.unwrap();
+    let mut cfg = step(
+        server.base.clone(),
+        Scenario::Mixed,
+        500.0,
+        Duration::from_secs(2),
+    );
+    cfg.seeds = Arc::new(seeds);
+    cfg.api_key = Some(API_KEY.into());
+    let lean = run_step_with(&cfg, ClientKind::Lean).await.unwrap();
+    let reqwest = run_step_with(&cfg, ClientKind::Reqwest).await.unwrap();
+    assert_eq!(lean.client, ClientKind::Lean);
+    assert_eq!(reqwest.client, ClientKind::Reqwest);
+    assert!(lean.engine.contains("current-thread"), "{}", lean.engine);
+    assert!(reqwest.engine.contains("reqwest"), "{}", reqwest.engine);
+    assert_eq!(lean.errors, 0, "{:?}", lean.status);
+    assert_eq!(reqwest.errors, 0, "{:?}", reqwest.status);
+    assert_eq!(lean.requests, 1000);
+    assert_eq!(lean.status, reqwest.status);
+    let v = serde_json::to_value(&lean).unwrap();
+    assert_eq!(v["client"], "lean");
+    assert!(v["engine"].is_string());
+}
+
+/// A server that closes every connection after its response: the lean client reconnects (a
+/// closed connection is not an error of the request it served) and every request succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lean_client_reconnects_when_the_server_closes_connections() {
+    let _serial = serial().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    let r = run_step(&step(
+        format!("{base}/x"),
+        Scenario::Get,
+        200.0,
+        Duration::from_secs(1),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        r.status.get("200"),
+        Some(&200),
+        "{:?} {:?}",
+        r.status,
+        r.transport_errors
+    );
+    assert_eq!(r.errors, 0, "{:?}", r.transport_errors);
 }

@@ -47,7 +47,15 @@ const END_GRACE: Duration = Duration::from_millis(5);
 const PROBE_EVERY: Duration = Duration::from_millis(5);
 
 /// Connections (goose users) for `rate`.
+/// `LOADGEN_CONNECTIONS=N` fixes the number (`scripts/gen-ceiling.sh` measures the cost per
+/// request with wrk's 32); `LOADGEN_ALLOWANCE_MS` changes the allowance.
 pub fn connections(rate: f64) -> u64 {
+    if let Some(n) = std::env::var("LOADGEN_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return n.clamp(1, MAX_CONNECTIONS);
+    }
     let allowance = std::env::var("LOADGEN_ALLOWANCE_MS")
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
@@ -187,10 +195,12 @@ impl Conn {
     }
 
     /// Sends `req` and reads the whole response; the status code.
-    async fn exchange(&mut self, req: Request<Full<Bytes>>) -> Result<u16, Outcome> {
+    async fn exchange(&mut self, req: Request<Full<Bytes>>) -> Result<u16, Failure> {
         let Self { sender, conn } = self;
-        let exchange = async move {
+        let sent = AtomicBool::new(false);
+        let exchange = async {
             std::future::poll_fn(|cx| sender.poll_ready(cx)).await?;
+            sent.store(true, Ordering::Relaxed);
             let resp = sender.send_request(req).await?;
             let code = resp.status().as_u16();
             let mut body = resp.into_body();
@@ -200,28 +210,37 @@ impl Conn {
             Ok::<u16, hyper::Error>(code)
         };
         let mut exchange = pin!(exchange);
+        let failure = || {
+            if sent.load(Ordering::Relaxed) {
+                Failure::Failed(Outcome::Other)
+            } else {
+                Failure::NotSent
+            }
+        };
         // The connection is polled in this task, beside the exchange: no task of its own, no
         // wake-up between tasks per response.
         std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = exchange.as_mut().poll(cx) {
-                return Poll::Ready(r.map_err(|_| Outcome::Other));
+                return Poll::Ready(r.map_err(|_| failure()));
             }
-            match Pin::new(&mut *conn).poll(cx) {
-                Poll::Ready(_) => {
-                    // The connection ended: the exchange has its answer or its error now.
-                    match exchange.as_mut().poll(cx) {
-                        Poll::Ready(r) => Poll::Ready(r.map_err(|_| Outcome::Other)),
-                        Poll::Pending => Poll::Ready(Err(Outcome::Other)),
-                    }
-                }
-                Poll::Pending => match exchange.as_mut().poll(cx) {
-                    Poll::Ready(r) => Poll::Ready(r.map_err(|_| Outcome::Other)),
-                    Poll::Pending => Poll::Pending,
-                },
+            let ended = Pin::new(&mut *conn).poll(cx).is_ready();
+            match exchange.as_mut().poll(cx) {
+                Poll::Ready(r) => Poll::Ready(r.map_err(|_| failure())),
+                // The connection ended without an answer.
+                Poll::Pending if ended => Poll::Ready(Err(failure())),
+                Poll::Pending => Poll::Pending,
             }
         })
         .await
     }
+}
+
+/// Why an exchange failed.
+enum Failure {
+    /// The connection was closed before the request left (the server closed it after the last
+    /// response): the request can go on a new connection.
+    NotSent,
+    Failed(Outcome),
 }
 
 /// Connections kept between steps, by address: a knee search opens them once (and does not
@@ -321,33 +340,42 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
             break;
         }
         let op = step.plan.pick(&mut rng, slot);
-        let req = step.requests.build(op, slot, &mut rng);
         if free_at > intended {
             step.behind.fetch_add(1, Ordering::Relaxed);
         }
+        step.timer.request_sent(sent);
         let in_flight = step.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         step.max_in_flight.fetch_max(in_flight, Ordering::Relaxed);
         step.sent.fetch_add(1, Ordering::Relaxed);
-        let result = match conn.as_mut() {
-            Some(c) => tokio::select! {
+        let mut retried = false;
+        let result = loop {
+            let c = match conn.as_mut() {
+                Some(c) => c,
+                None => match Conn::open(addr).await {
+                    Ok(c) => conn.insert(c),
+                    Err(e) => break Err(e),
+                },
+            };
+            let req = step.requests.build(op, slot, &mut rng);
+            let r = tokio::select! {
                 biased;
                 r = c.exchange(req) => r,
-                _ = &mut give_up => Err(Outcome::Timeout),
-            },
-            None => match Conn::open(addr).await {
-                Ok(c) => {
-                    let c = conn.insert(c);
-                    tokio::select! {
-                        biased;
-                        r = c.exchange(req) => r,
-                        _ = &mut give_up => Err(Outcome::Timeout),
-                    }
+                _ = &mut give_up => Err(Failure::Failed(Outcome::Timeout)),
+            };
+            match r {
+                Ok(code) => break Ok(code),
+                Err(Failure::NotSent) if !retried => {
+                    // Closed by the server since the last response: not this request's failure.
+                    conn = None;
+                    retried = true;
                 }
-                Err(e) => Err(e),
-            },
+                Err(Failure::NotSent) => break Err(Outcome::Connect),
+                Err(Failure::Failed(o)) => break Err(o),
+            }
         };
         let done = Instant::now();
         step.in_flight.fetch_sub(1, Ordering::Relaxed);
+        step.timer.request_done();
         let outcome = match result {
             Ok(code) => Outcome::Status {
                 code,

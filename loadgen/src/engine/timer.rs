@@ -33,6 +33,23 @@ pub const SPIN_SHARE: f64 = 0.15;
 /// wake-up cost more CPU (measured: ~7 µs of kernel time per request on the 2-core VM at 60k
 /// req/s) than polling through the gap.
 pub const NO_SLEEP_GAP: Duration = Duration::from_micros(30);
+/// While a request sent less than this long ago is in flight, the thread polls for its response
+/// instead of going to sleep: an idle CPU of a VM halts, and waking it up again takes tens of
+/// µs, which a closed loop (always busy) does not pay. `LOADGEN_POLL_IN_FLIGHT_US` overrides it
+/// (0: never).
+pub const POLL_IN_FLIGHT: Duration = Duration::from_micros(300);
+
+fn poll_in_flight() -> Duration {
+    static P: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *P.get_or_init(|| {
+        std::env::var("LOADGEN_POLL_IN_FLIGHT_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_micros)
+            .unwrap_or(POLL_IN_FLIGHT)
+    })
+}
+
 /// A spin round (yield, poll for I/O, back) shorter than this found nothing else to do: it counts
 /// as idle in [`Timer::spun`].
 const IDLE_ROUND: Duration = Duration::from_micros(3);
@@ -96,6 +113,11 @@ pub struct Timer {
     aborted: AtomicBool,
     spin: Duration,
     spun_ns: AtomicU64,
+    base: Instant,
+    in_flight: AtomicU64,
+    /// Last send, in ns since `base`.
+    last_send_ns: AtomicU64,
+    poll_in_flight: Duration,
 }
 
 impl Timer {
@@ -121,6 +143,10 @@ impl Timer {
             aborted: AtomicBool::new(false),
             spin,
             spun_ns: AtomicU64::new(0),
+            base: Instant::now(),
+            in_flight: AtomicU64::new(0),
+            last_send_ns: AtomicU64::new(0),
+            poll_in_flight: poll_in_flight(),
         }))
     }
 
@@ -143,6 +169,24 @@ impl Timer {
         if let Some(d) = &inner.driver {
             d.wake_by_ref();
         }
+    }
+
+    /// A request leaves at `now`: the thread polls for its response for a while.
+    pub fn request_sent(&self, now: Instant) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.last_send_ns
+            .store((now - self.base).as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// A request's response (or failure) is in.
+    pub fn request_done(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn awaiting_response(&self, now: Instant) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+            && (now - self.base).as_nanos() as u64
+                <= self.last_send_ns.load(Ordering::Relaxed) + self.poll_in_flight.as_nanos() as u64
     }
 
     /// Time spent spinning towards deadlines so far.
@@ -190,9 +234,9 @@ impl Timer {
         loop {
             let now = Instant::now();
             let next = self.fire(now);
-            if next.is_some_and(|d| d <= now + self.spin) {
-                // Close enough: poll through the rest of the gap (other tasks and I/O run in
-                // between) rather than sleep and wake up late.
+            if next.is_some_and(|d| d <= now + self.spin) || self.awaiting_response(now) {
+                // Close enough (or a response due any moment): poll through the rest of the gap
+                // (other tasks and I/O run in between) rather than sleep and wake up late.
                 if let Some(prev) = last_round {
                     let round = now - prev;
                     if round < IDLE_ROUND {

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# The generator's own limits, side by side with wrk in the same run (a benchmark, not a gate):
+# a fixed-302 server (loadgen/examples/redirect_server.rs, one thread) pinned to CPU 0, the
+# generator (wrk, loadgen lean, loadgen reqwest) pinned to CPU 1, one after the other.
+#
+#   1. cost: CPU per request (utime + stime of the generator process / requests) with the
+#      generator saturated (wrk: closed loop, 32 connections; loadgen: a rate above what it can
+#      send, 32 connections), target <= 1.25x wrk's;
+#   2. clean ceiling: at 0.8x wrk's closed-loop throughput, loadgen achieves >= 99% of the rate
+#      and does not flag itself saturated;
+#   3. floor: at 5k req/s, loadgen's corrected p50 <= 1.3x and p99 <= 2x a one-connection closed
+#      loop (wrk -t1 -c1);
+#   4. knee: `loadgen knee --spawn --scenario redirect` ends bound by the service at >= 0.6x
+#      wrk's closed-loop throughput against the same linkr build with the same pinning.
+#
+# Usage: scripts/gen-ceiling.sh [--quick] [--strict] [--no-knee] [--no-reqwest]
+#   --quick   short runs (CI, information only)
+#   --strict  exit 1 when a target fails (default: exit 0 whatever the figures)
+# Loopback only; every run is bounded in time. Needs wrk, taskset, /usr/bin/time, jq, curl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SCRIPT=gen-ceiling.sh
+LINKR_STOP_SECS=10
+# shellcheck source=scripts/lib/common.sh
+source scripts/lib/common.sh
+
+QUICK=0 STRICT=0 KNEE=1 REQWEST=1
+for arg in "$@"; do
+    case $arg in
+        --quick) QUICK=1 ;;
+        --strict) STRICT=1 ;;
+        --no-knee) KNEE=0 ;;
+        --no-reqwest) REQWEST=0 ;;
+        -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) fail "unknown argument $arg (see --help)" ;;
+    esac
+done
+if ((QUICK)); then D=3; KNEE_ARGS=(--step 3s --max-steps 6 --warm-up 1s --profile-seconds 1); else D=10; KNEE_ARGS=(); fi
+for tool in wrk taskset jq curl /usr/bin/time; do
+    command -v "$tool" >/dev/null || fail "$tool is missing (scripts/setup.sh installs wrk)"
+done
+(($(nproc) >= 2)) || fail "needs 2 CPUs (server on CPU 0, generator on CPU 1)"
+
+step "building (release)"
+cargo build --release --locked -q -p linkr -p linkr-loadgen --bin linkr --bin loadgen --example redirect_server
+BIN=target/release
+
+SERVER_PID=""
+stop_server() { stop_pid "$SERVER_PID" TERM 5; SERVER_PID=""; }
+trap 'rc=$?; stop_server; (exit $rc); cleanup' EXIT
+
+port=$(free_port)
+URL="http://127.0.0.1:$port/"
+taskset -c 0 "$BIN/examples/redirect_server" --addr "127.0.0.1:$port" --threads 1 >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 100); do [[ $(http_code "$URL") == 302 ]] && break; sleep 0.05; done
+[[ $(http_code "$URL") == 302 ]] || fail "redirect_server did not answer"
+
+# timed NAME CMD...: runs CMD on CPU 1; its CPU seconds (user + system) in $WORK/NAME.cpu.
+timed() {
+    local name=$1; shift
+    /usr/bin/time -f '%U %S' -o "$WORK/$name.time" taskset -c 1 "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || {
+        cat "$WORK/$name.err" >&2; fail "$name failed"; }
+    awk '{printf "%.3f\n", $1 + $2}' "$WORK/$name.time" >"$WORK/$name.cpu"
+}
+cpu() { cat "$WORK/$1.cpu"; }
+# wrk's figures: requests, req/s, and a latency percentile ("50%", "99%") in µs.
+wrk_requests() { awk '/requests in/ {print $1}' "$WORK/$1.out"; }
+wrk_rps() { awk '/Requests\/sec/ {print $2}' "$WORK/$1.out"; }
+wrk_pct_us() {
+    awk -v p="$2" '$1 == p {v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
+        f = (u == "us") ? 1 : (u == "ms") ? 1000 : 1e6; printf "%.0f\n", v * f}' "$WORK/$1.out"
+}
+lg() { jq -r "$2" "$WORK/$1.json"; }
+run_loadgen() {
+    local name=$1 client=$2 rate=$3; shift 3
+    timed "$name" env "$@" "$BIN/loadgen" run --client "$client" --target "$URL" --scenario get \
+        --rate "$rate" --duration "${D}s" --json "$WORK/$name.json"
+}
+calc() { awk "BEGIN {printf \"%.${2:-2}f\", $1}"; }
+
+ROWS=()
+FAILS=0
+# row FIGURE VALUE TARGET RATIO VERDICT
+row() { ROWS+=("$(printf '%-44s %-26s %-20s %-7s %s' "$@")"); [[ $5 == FAIL ]] && FAILS=$((FAILS + 1)); return 0; }
+verdict() { awk "BEGIN {exit !($1)}" && echo PASS || echo FAIL; }
+
+step "wrk -t1 -c32 -d${D}s (closed loop), CPU 1"
+timed wrk32 wrk -t1 -c32 -d"${D}s" "$URL"
+wrk_req=$(wrk_requests wrk32); wrk_rate=$(wrk_rps wrk32)
+wrk_cost=$(calc "$(cpu wrk32) * 1e6 / $wrk_req")
+echo "    $wrk_rate req/s, $(cpu wrk32) s CPU, $wrk_cost µs/request"
+
+step "cost: loadgen lean, saturated (rate 2x wrk's, 32 connections)"
+over=$(calc "$wrk_rate * 2" 0)
+run_loadgen cost-lean lean "$over" LOADGEN_CONNECTIONS=32
+lean_req=$(lg cost-lean .requests)
+lean_cost=$(calc "$(cpu cost-lean) * 1e6 / $lean_req")
+echo "    $lean_req requests ($(lg cost-lean .rate_achieved) req/s), $(cpu cost-lean) s CPU, $lean_cost µs/request"
+row "1. CPU per request, lean (saturated)" "$lean_cost µs (wrk $wrk_cost)" "<= 1.25x wrk" \
+    "$(calc "$lean_cost / $wrk_cost")" "$(verdict "$lean_cost <= 1.25 * $wrk_cost")"
+if ((REQWEST)); then
+    step "cost: loadgen reqwest, saturated (rate 2x wrk's)"
+    run_loadgen cost-reqwest reqwest "$over"
+    rq_req=$(lg cost-reqwest .requests)
+    rq_cost=$(calc "$(cpu cost-reqwest) * 1e6 / $rq_req")
+    echo "    $rq_req requests ($(lg cost-reqwest .rate_achieved) req/s), $(cpu cost-reqwest) s CPU, $rq_cost µs/request"
+    row "   CPU per request, reqwest (saturated)" "$rq_cost µs" "(information)" \
+        "$(calc "$rq_cost / $wrk_cost")" "-"
+fi
+
+ceiling=$(calc "$wrk_rate * 0.8" 0)
+for client in lean $( ((REQWEST)) && echo reqwest); do
+    step "clean ceiling: loadgen $client at $ceiling req/s (0.8x wrk's)"
+    run_loadgen "ceiling-$client" "$client" "$ceiling"
+    achieved=$(lg "ceiling-$client" .rate_achieved); sat=$(lg "ceiling-$client" .generator_saturated)
+    share=$(calc "$achieved / $ceiling" 4)
+    per_req=$(calc "$(cpu "ceiling-$client") * 1e6 / $(lg "ceiling-$client" .requests)")
+    echo "    achieved $achieved req/s, saturated: $sat $(lg "ceiling-$client" '.saturation // ""'), p50 $(lg "ceiling-$client" .latency_us.p50) µs, p99 $(lg "ceiling-$client" .latency_us.p99) µs, $per_req µs CPU/request"
+    if [[ $client == lean ]]; then
+        row "2. clean ceiling, lean: share of $ceiling/s" "$share, saturated $sat" ">= 0.99, not saturated" "$share" \
+            "$(verdict "$share >= 0.99 && \"$sat\" == \"false\"")"
+    else
+        row "   clean ceiling, reqwest" "$share, saturated $sat" "(information)" "$share" "-"
+    fi
+done
+
+step "floor: wrk -t1 -c1 --latency (one connection, closed loop)"
+timed wrk1 wrk -t1 -c1 -d"${D}s" --latency "$URL"
+c1_p50=$(wrk_pct_us wrk1 50%); c1_p99=$(wrk_pct_us wrk1 99%)
+echo "    p50 $c1_p50 µs, p99 $c1_p99 µs"
+for client in lean $( ((REQWEST)) && echo reqwest); do
+    step "floor: loadgen $client at 5000 req/s"
+    run_loadgen "floor-$client" "$client" 5000
+    p50=$(lg "floor-$client" .latency_us.p50); p99=$(lg "floor-$client" .latency_us.p99)
+    echo "    corrected p50 $p50 µs, p99 $p99 µs (uncorrected p50 $(lg "floor-$client" .latency_uncorrected_us.p50)), saturated: $(lg "floor-$client" .generator_saturated)"
+    if [[ $client == lean ]]; then
+        row "3. floor p50 at 5k/s, lean" "$p50 µs (c1 $c1_p50)" "<= 1.3x" "$(calc "$p50 / $c1_p50")" "$(verdict "$p50 <= 1.3 * $c1_p50")"
+        row "3. floor p99 at 5k/s, lean" "$p99 µs (c1 $c1_p99)" "<= 2x" "$(calc "$p99 / $c1_p99")" "$(verdict "$p99 <= 2 * $c1_p99")"
+    else
+        row "   floor p50 / p99 at 5k/s, reqwest" "$p50 / $p99 µs" "(information)" "$(calc "$p50 / $c1_p50")" "-"
+    fi
+done
+stop_server
+
+if ((KNEE)); then
+    step "knee: wrk -t1 -c32 against linkr (linkr on CPU 1, wrk on CPU 0, as --spawn pins them)"
+    lport=$(free_port); aport=$(free_port); key=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    LINKR_ADDR="127.0.0.1:$lport" LINKR_ADMIN_ADDR="127.0.0.1:$aport" LINKR_DATA_DIR="$WORK/data" \
+        LINKR_API_KEYS="bench:$key:admin" LINKR_RATE_LIMIT=0 LINKR_ACCESS_LOG=off LINKR_LOG=warn \
+        LINKR_SHUTDOWN_DELAY=0s taskset -c 1 "$BIN/linkr" >"$WORK/linkr.log" 2>&1 &
+    LINKR_PID=$!
+    for _ in $(seq 200); do [[ $(http_code "http://127.0.0.1:$lport/readyz") == 200 ]] && break; sleep 0.05; done
+    code=$(curl -sf -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+        -d '{"url":"https://example.com/gen-ceiling"}' "http://127.0.0.1:$lport/v1/links" | jq -r .code)
+    /usr/bin/time -f '%U %S' -o "$WORK/wrk-linkr.time" taskset -c 0 wrk -t1 -c32 -d"${D}s" \
+        "http://127.0.0.1:$lport/$code" >"$WORK/wrk-linkr.out" 2>&1
+    linkr_wrk=$(wrk_rps wrk-linkr)
+    stop_pid "$LINKR_PID" TERM "$LINKR_STOP_SECS"; LINKR_PID=""
+    echo "    wrk: $linkr_wrk redirects/s"
+    step "knee: loadgen knee --spawn --scenario redirect ${KNEE_ARGS[*]}"
+    "$BIN/loadgen" knee --spawn --scenario redirect --out "$WORK/knee" "${KNEE_ARGS[@]}" \
+        >"$WORK/knee.out" 2>"$WORK/knee.err" || true
+    tail -n 4 "$WORK/knee.err" | sed 's/^/    /'
+    knee=$(jq -r '.knee.rate // 0' "$WORK/knee/summary.json" 2>/dev/null || echo 0)
+    bound=$(jq -r '.bound // "unknown"' "$WORK/knee/summary.json" 2>/dev/null || echo unknown)
+    row "4. knee (redirect), bound by $bound" "$knee req/s (wrk $linkr_wrk)" ">= 0.6x, service" \
+        "$(calc "$knee / $linkr_wrk")" "$(verdict "$knee >= 0.6 * $linkr_wrk && \"$bound\" == \"service\"")"
+fi
+
+echo
+printf '%-44s %-26s %-20s %-7s %s\n' figure value target ratio verdict
+for r in "${ROWS[@]}"; do echo "$r"; done
+echo "(generator on CPU 1, server on CPU 0; ${D}s runs; $(date -u +%FT%TZ); load average $(cut -d' ' -f1-3 /proc/loadavg))"
+if ((STRICT && FAILS > 0)); then exit 1; fi
+exit 0
