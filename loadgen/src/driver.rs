@@ -660,6 +660,7 @@ fn result(cfg: &StepConfig, m: Measured) -> StepResult {
         runtime_lag_p90_us: runtime_lag.p90,
         pool_exhausted: m.pool_exhausted,
         users: m.users,
+        lag_is_generators: m.client == ClientKind::Lean,
     });
     let status = rec
         .status
@@ -793,6 +794,10 @@ pub struct Evidence {
     pub runtime_lag_p90_us: u64,
     pub pool_exhausted: bool,
     pub users: u64,
+    /// The lags are the generator's own (measured from when the request's connection was free,
+    /// as the lean client does): they judge the generator even when the server held every
+    /// connection.
+    pub lag_is_generators: bool,
 }
 
 /// Send lag above which a request counts as late: 2 ms, or half the corrected p99 if larger.
@@ -814,11 +819,19 @@ pub const MIN_LATE: u64 = 50;
 ///   short (< 99% of the rate), or systematically late (send-lag p50 over 1 ms), or the lag made
 ///   up most of the tail (send-lag p99 over 2 ms and over half the corrected p99, for at least
 ///   [`MIN_LATE`] requests). That lag is the generator's own (CPU, scheduling, a busy machine),
-///   not the server's.
+///   not the server's. The lean client measures its lag from when the request's connection was
+///   free, so its lag judges it whether or not the pool was exhausted.
 ///
 /// An exhausted pool with CPU to spare means the server held every user: the service is the
 /// bound, and the late arrivals count from their intended time.
 pub fn saturation_reason(e: &Evidence) -> Option<String> {
+    let free = |e: &Evidence| {
+        if e.lag_is_generators {
+            "its own (from when the connection was free)"
+        } else {
+            "with free users"
+        }
+    };
     if e.generator_cpu >= CPU_LIMIT {
         return Some(format!(
             "generator CPU at {:.0}% of its cores",
@@ -831,10 +844,10 @@ pub fn saturation_reason(e: &Evidence) -> Option<String> {
             e.runtime_lag_p90_us as f64 / 1000.0
         ));
     }
-    if e.pool_exhausted {
+    if e.pool_exhausted && !e.lag_is_generators {
         return None;
     }
-    if e.rate_achieved < 0.99 * e.rate_target {
+    if !e.pool_exhausted && e.rate_achieved < 0.99 * e.rate_target {
         return Some(format!(
             "sent {:.1}/s of {:.1}/s with free users in a pool of {}",
             e.rate_achieved, e.rate_target, e.users
@@ -842,15 +855,17 @@ pub fn saturation_reason(e: &Evidence) -> Option<String> {
     }
     if e.lag_p50_us > LAG_P50_LIMIT.as_micros() as u64 {
         return Some(format!(
-            "send lag p50 {:.2} ms with free users (the generator sent late throughout)",
-            e.lag_p50_us as f64 / 1000.0
+            "send lag p50 {:.2} ms {} (the generator sent late throughout)",
+            e.lag_p50_us as f64 / 1000.0,
+            free(e)
         ));
     }
     if e.lag_p99_us > lag_limit_us(e.corrected_p99_us) && e.late >= MIN_LATE {
         return Some(format!(
-            "send lag p99 {:.2} ms of a corrected p99 of {:.2} ms, with free users (the generator fell behind its schedule)",
+            "send lag p99 {:.2} ms of a corrected p99 of {:.2} ms, {} (the generator fell behind its schedule)",
             e.lag_p99_us as f64 / 1000.0,
-            e.corrected_p99_us as f64 / 1000.0
+            e.corrected_p99_us as f64 / 1000.0,
+            free(e)
         ));
     }
     None
@@ -995,6 +1010,7 @@ mod tests {
             runtime_lag_p90_us: 800,
             pool_exhausted: false,
             users: 1000,
+            lag_is_generators: false,
         }
     }
 
@@ -1085,6 +1101,22 @@ mod tests {
             ..ok()
         };
         assert_eq!(saturation_reason(&e), None);
+        // The lean client's lag is its own, measured from when the connection was free: a
+        // server that held every connection does not excuse it (and lag from the server's
+        // backlog never shows in it).
+        let lean = Evidence {
+            lag_is_generators: true,
+            ..e
+        };
+        assert!(saturation_reason(&lean).unwrap().contains("p50"));
+        assert_eq!(
+            saturation_reason(&Evidence {
+                lag_p50_us: 20,
+                lag_p99_us: 150,
+                ..lean
+            }),
+            None
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use goose::goose::{GooseUser, TransactionResult};
 use hdrhistogram::Histogram;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
@@ -101,7 +101,6 @@ impl Endpoint {
 /// The requests of a step, from parts built once.
 pub struct Requests {
     host: HeaderValue,
-    agent: HeaderValue,
     redirect: Vec<Uri>,
     stats: Vec<Uri>,
     get: Uri,
@@ -117,7 +116,6 @@ impl Requests {
         };
         Ok(Self {
             host: endpoint.host.clone(),
-            agent: HeaderValue::from_static(concat!("linkr-loadgen/", env!("CARGO_PKG_VERSION"))),
             redirect: plan
                 .redirect_paths()
                 .iter()
@@ -153,9 +151,7 @@ impl Requests {
         *req.method_mut() = method;
         *req.uri_mut() = uri.clone();
         let h = req.headers_mut();
-        h.reserve(4);
         h.insert(HOST, self.host.clone());
-        h.insert(USER_AGENT, self.agent.clone());
         if matches!(op, Op::Stats(_) | Op::Create)
             && let Some(auth) = &self.auth
         {

@@ -26,8 +26,11 @@ fn jobs() -> &'static Mutex<mpsc::Sender<Job>> {
             .name("loadgen-engine".into())
             .spawn(move || {
                 fine_timer_slack();
+                // I/O and timers only: the process and signal drivers would check for exited
+                // children at every park.
                 let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
+                    .enable_io()
+                    .enable_time()
                     .build()
                     .expect("the engine's runtime");
                 while let Ok(job) = rx.recv() {
