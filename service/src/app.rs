@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::Request;
+use futures_util::future::Either;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +21,7 @@ use crate::clock::Clock;
 use crate::config::{Config, humanize};
 use crate::metrics::Metrics;
 use crate::ratelimit::{KeyedLimiter, LimiterClock};
-use crate::routes::{Health, startup_router};
+use crate::routes::{Api, Health, api, startup_router};
 use crate::server::{App, ServeOptions, Server};
 use crate::store::{RemoteConfig, Store, StoreConfig, StoreError};
 
@@ -139,13 +140,13 @@ impl AppState {
     }
 }
 
-/// Serves the starting router until the real one is set, then the real one.
-struct Switch {
+/// Serves the starting router until the real app is set, then the real app.
+struct Switch<A> {
     starting: Router,
-    ready: OnceLock<Router>,
+    ready: OnceLock<A>,
 }
 
-impl Switch {
+impl<A> Switch<A> {
     fn new(starting: Router) -> Arc<Self> {
         Arc::new(Self {
             starting,
@@ -153,16 +154,19 @@ impl Switch {
         })
     }
 
-    fn set(&self, router: Router) {
-        let _ = self.ready.set(router);
+    fn set(&self, app: A) {
+        let _ = self.ready.set(app);
     }
 }
 
-impl App for Switch {
-    type Future = <Router as App>::Future;
+impl<A: App> App for Switch<A> {
+    type Future = Either<A::Future, <Router as App>::Future>;
 
     fn serve(&self, req: Request<Incoming>) -> Self::Future {
-        self.ready.get().unwrap_or(&self.starting).serve(req)
+        match self.ready.get() {
+            Some(app) => Either::Left(app.serve(req)),
+            None => Either::Right(self.starting.serve(req)),
+        }
     }
 }
 
@@ -199,12 +203,12 @@ pub async fn run_with_clock(
     let metrics = Metrics::new();
     let log_level = Arc::new(crate::telemetry::log_level(&config.log_filter));
 
-    let main_app = Switch::new(startup_router(
+    let main_app = Switch::<Api>::new(startup_router(
         health.clone(),
         metrics.clone(),
         config.access_log,
     ));
-    let admin_app = Switch::new(admin::router(AdminState {
+    let admin_app = Switch::<Router>::new(admin::router(AdminState {
         metrics: metrics.clone(),
         log_level: log_level.clone(),
         store: None,
@@ -286,7 +290,7 @@ pub async fn run_with_clock(
         public_url,
     );
     let housekeeping = spawn_limiter_housekeeping(state.clone(), background.clone());
-    main_app.set(api_router(state));
+    main_app.set(api(state));
     admin_app.set(admin::router(AdminState {
         metrics,
         log_level,

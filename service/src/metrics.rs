@@ -530,20 +530,70 @@ impl Drop for InFlight {
     }
 }
 
+/// The route label of one request: the pattern axum matched, or a pattern fixed by the
+/// service that routed the request itself (the redirect fast path).
+#[derive(Clone)]
+pub enum RouteLabel {
+    Matched(MatchedPath),
+    Fixed(&'static str),
+    Unmatched,
+}
+
+impl RouteLabel {
+    /// The label of `req` for a service installed with `fixed` (see [`MetricsLayer::for_route`]).
+    pub fn of<B>(req: &axum::http::Request<B>, fixed: Option<&'static str>) -> Self {
+        match fixed {
+            Some(pattern) => Self::Fixed(pattern),
+            None => req
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or(Self::Unmatched, |m| Self::Matched(m.clone())),
+        }
+    }
+
+    /// The pattern; `None` when no route matched.
+    pub fn pattern(&self) -> Option<&str> {
+        match self {
+            Self::Matched(m) => Some(m.as_str()),
+            Self::Fixed(p) => Some(p),
+            Self::Unmatched => None,
+        }
+    }
+
+    /// The pattern, or [`UNMATCHED`].
+    pub fn as_str(&self) -> &str {
+        self.pattern().unwrap_or(UNMATCHED)
+    }
+}
+
 /// Middleware: RED metrics and per-request allocations by route pattern.
 ///
 /// Install through `Router::layer` or on a handler, where routing has happened, so that the
-/// matched path is known. Allocations are charged from the call of the inner service to its
+/// matched path is known; or with [`MetricsLayer::for_route`] around a service that is only
+/// ever called for one route. Allocations are charged from the call of the inner service to its
 /// response head; a body streamed afterwards is not included. The middleware itself does not
 /// allocate: its future holds the inner one unboxed.
 #[derive(Clone)]
 pub struct MetricsLayer {
     metrics: Arc<Metrics>,
+    route: Option<&'static str>,
 }
 
 impl MetricsLayer {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+        Self {
+            metrics,
+            route: None,
+        }
+    }
+
+    /// Records every request under the route pattern `route`, whatever axum matched (for a
+    /// service that routes the request itself, in front of the router).
+    pub fn for_route(metrics: Arc<Metrics>, route: &'static str) -> Self {
+        Self {
+            metrics,
+            route: Some(route),
+        }
     }
 }
 
@@ -554,6 +604,7 @@ impl<S> Layer<S> for MetricsLayer {
         MetricsService {
             inner,
             metrics: Arc::clone(&self.metrics),
+            route: self.route,
         }
     }
 }
@@ -563,6 +614,7 @@ impl<S> Layer<S> for MetricsLayer {
 pub struct MetricsService<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    route: Option<&'static str>,
 }
 
 impl<S> Service<Request> for MetricsService<S>
@@ -578,7 +630,7 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let route = req.extensions().get::<MatchedPath>().cloned();
+        let route = RouteLabel::of(&req, self.route);
         let method = method_index(req.method());
         let in_flight = InFlight::enter(&self.metrics.in_flight);
         let start = Instant::now();
@@ -602,7 +654,7 @@ pin_project_lite::pin_project! {
         inner: Tracked<F>,
         allocs_in_call: AllocCount,
         metrics: Arc<Metrics>,
-        route: Option<MatchedPath>,
+        route: RouteLabel,
         method: usize,
         start: Instant,
         in_flight: Option<InFlight>,
@@ -618,15 +670,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let (Ok(response), allocs) = ready!(this.inner.poll(cx));
-        this.metrics
-            .route(this.route.as_ref().map(MatchedPath::as_str))
-            .observe(
-                &this.metrics.families,
-                *this.method,
-                response.status(),
-                this.start.elapsed(),
-                *this.allocs_in_call + allocs,
-            );
+        this.metrics.route(this.route.pattern()).observe(
+            &this.metrics.families,
+            *this.method,
+            response.status(),
+            this.start.elapsed(),
+            *this.allocs_in_call + allocs,
+        );
         this.in_flight.take();
         Poll::Ready(Ok(response))
     }

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
@@ -27,6 +27,7 @@ use bytes::Bytes;
 use tower::{Layer, Service};
 
 use crate::error::error_response;
+use crate::metrics::RouteLabel;
 use crate::telemetry::ACCESS_TARGET;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -36,11 +37,24 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 #[derive(Debug, Clone, Copy)]
 pub struct RequestContextLayer {
     access_log: bool,
+    route: Option<&'static str>,
 }
 
 impl RequestContextLayer {
     pub fn new(access_log: bool) -> Self {
-        Self { access_log }
+        Self {
+            access_log,
+            route: None,
+        }
+    }
+
+    /// Logs every request under the route pattern `route`, whatever axum matched (for a
+    /// service that routes the request itself, in front of the router).
+    pub fn for_route(access_log: bool, route: &'static str) -> Self {
+        Self {
+            access_log,
+            route: Some(route),
+        }
     }
 }
 
@@ -51,6 +65,7 @@ impl<S> Layer<S> for RequestContextLayer {
         RequestContext {
             inner,
             access_log: self.access_log,
+            route: self.route,
         }
     }
 }
@@ -59,11 +74,12 @@ impl<S> Layer<S> for RequestContextLayer {
 pub struct RequestContext<S> {
     inner: S,
     access_log: bool,
+    route: Option<&'static str>,
 }
 
 struct AccessLog {
     method: Method,
-    route: Option<MatchedPath>,
+    route: RouteLabel,
     start: Instant,
     span: tracing::Span,
     /// With `otel` every request gets a span; this says whether its access line is written.
@@ -76,12 +92,15 @@ struct AccessLog {
 /// The request span of the `otel` build: named `METHOD route` for OpenTelemetry, a child of
 /// the incoming W3C `traceparent`, carrying `trace_id` (so every log line inside has it).
 #[cfg(feature = "otel")]
-fn traced(req: &Request, id: &HeaderValue, write: bool) -> AccessLog {
+fn traced(
+    req: &Request,
+    id: &HeaderValue,
+    write: bool,
+    fixed_route: Option<&'static str>,
+) -> AccessLog {
     use tracing::field::Empty;
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let route_str = route
-        .as_ref()
-        .map_or(crate::metrics::UNMATCHED, MatchedPath::as_str);
+    let route = RouteLabel::of(req, fixed_route);
+    let route_str = route.as_str();
     let span = tracing::info_span!(
         "request",
         request_id = request_id_str(id),
@@ -127,12 +146,12 @@ where
         #[cfg(not(feature = "otel"))]
         let log = self.access_log.then(|| AccessLog {
             method: req.method().clone(),
-            route: req.extensions().get::<MatchedPath>().cloned(),
+            route: RouteLabel::of(&req, self.route),
             start: Instant::now(),
             span: tracing::info_span!("request", request_id = request_id_str(&id)),
         });
         #[cfg(feature = "otel")]
-        let log = Some(traced(&req, &id, self.access_log));
+        let log = Some(traced(&req, &id, self.access_log, self.route));
         let inner = {
             let _entered = log.as_ref().map(|l| l.span.enter());
             match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
@@ -213,7 +232,7 @@ where
                 target: ACCESS_TARGET,
                 request_id = request_id_str(&id),
                 method = log.method.as_str(),
-                route = log.route.as_ref().map_or(crate::metrics::UNMATCHED, MatchedPath::as_str),
+                route = log.route.as_str(),
                 status = response.status().as_u16(),
                 latency_us,
                 "request"
@@ -224,7 +243,7 @@ where
                 request_id = request_id_str(&id),
                 trace_id = log.trace_id.map(tracing::field::display),
                 method = log.method.as_str(),
-                route = log.route.as_ref().map_or(crate::metrics::UNMATCHED, MatchedPath::as_str),
+                route = log.route.as_str(),
                 status = response.status().as_u16(),
                 latency_us,
                 "request"

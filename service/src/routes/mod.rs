@@ -6,23 +6,32 @@ pub mod openapi;
 pub mod redirect;
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::body::{Body, HttpBody};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::handler::Handler;
-use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, Method};
 use axum::middleware::from_fn_with_state;
+use axum::response::Response;
+use axum::routing::future::RouteFuture;
 use axum::routing::{MethodRouter, get, get_service, post};
 use bytes::Bytes;
+use hyper::body::Incoming;
 use serde::de::{DeserializeOwned, IgnoredAny};
-use tower::{Layer, ServiceBuilder, service_fn};
+use tower::{Layer, Service, ServiceBuilder};
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::metrics::{Metrics, MetricsLayer};
-use crate::middleware::RequestContextLayer;
+use crate::metrics::{KNOWN_ROUTES, Metrics, MetricsLayer, MetricsService};
+use crate::middleware::{RequestContext, RequestContextLayer};
+use crate::server::App;
+use redirect::Redirect;
 
 pub use health::Health;
 
@@ -79,11 +88,127 @@ pub fn api_router(state: AppState) -> Router {
 /// handler's future in. Other methods get the same 405 as on every route, behind the same
 /// middleware.
 fn redirect_route(state: AppState, middleware: Middleware) -> MethodRouter<AppState> {
-    let redirect = service_fn(move |req: Request| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(redirect::redirect(State(state), req).await) }
-    });
-    get_service(middleware.layer(redirect)).fallback(method_not_allowed.layer(middleware))
+    get_service(middleware.layer(Redirect(state))).fallback(method_not_allowed.layer(middleware))
+}
+
+/// The route pattern of the redirect.
+pub const REDIRECT_ROUTE: &str = "/{code}";
+
+/// The redirect handler behind linkr's middleware, recording under [`REDIRECT_ROUTE`].
+pub type RedirectStack = MetricsService<RequestContext<Redirect>>;
+
+/// What the main listener serves once the store is loaded: [`api_router`] with a fast path in
+/// front of it for the requests its `/{code}` route would get with `GET` (one path segment
+/// that is not a static route, no body). Those go straight to the redirect handler behind the
+/// same middleware, recording the same route label, without axum's routing: no route lookup,
+/// no request extensions (`OriginalUri`, `MatchedPath`, URL parameters: six allocations), no
+/// boxed route clone and boxed future. Everything else, `HEAD /{code}` included, goes through
+/// the router as before.
+#[derive(Clone)]
+pub struct Api {
+    router: Router,
+    redirect: RedirectStack,
+}
+
+/// [`Api`] for `state`.
+pub fn api(state: AppState) -> Api {
+    let redirect = (
+        MetricsLayer::for_route(state.metrics.clone(), REDIRECT_ROUTE),
+        RequestContextLayer::for_route(state.access_log, REDIRECT_ROUTE),
+    )
+        .layer(Redirect(state.clone()));
+    Api {
+        router: api_router(state),
+        redirect,
+    }
+}
+
+/// Whether the router would send `req` to the redirect handler: `GET` on `/{code}` (one
+/// non-empty path segment, not one of the static single-segment routes) with no body.
+pub fn is_redirect<B: HttpBody>(req: &axum::http::Request<B>) -> bool {
+    if req.method() != Method::GET || !req.body().is_end_stream() {
+        return false;
+    }
+    let Some(code) = req.uri().path().strip_prefix('/') else {
+        return false;
+    };
+    !code.is_empty()
+        && !code.contains('/')
+        && !KNOWN_ROUTES
+            .iter()
+            .any(|r| r.pattern.strip_prefix('/') == Some(code))
+}
+
+impl Api {
+    /// Serves one request: the fast path for redirects, the router otherwise.
+    pub fn serve_request<B>(&self, req: axum::http::Request<B>) -> ApiFuture
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        if is_redirect(&req) {
+            // No body (checked): dropping it now is what the handler did with it.
+            let req = req.map(|_| Body::empty());
+            ApiFuture::Redirect {
+                inner: self.redirect.clone().call(req),
+            }
+        } else {
+            ApiFuture::Router {
+                inner: self.router.clone().call(req),
+            }
+        }
+    }
+
+    /// The router behind the fast path.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+}
+
+impl App for Api {
+    type Future = ApiFuture;
+
+    fn serve(&self, req: axum::http::Request<Incoming>) -> ApiFuture {
+        self.serve_request(req)
+    }
+}
+
+impl<B> Service<axum::http::Request<B>> for Api
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ApiFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> ApiFuture {
+        self.serve_request(req)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Response future of [`Api`].
+    #[project = ApiFutureProj]
+    pub enum ApiFuture {
+        Redirect { #[pin] inner: <RedirectStack as Service<Request>>::Future },
+        Router { #[pin] inner: RouteFuture<Infallible> },
+    }
+}
+
+impl Future for ApiFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ApiFutureProj::Redirect { inner } => inner.poll(cx),
+            ApiFutureProj::Router { inner } => inner.poll(cx),
+        }
+    }
 }
 
 /// What the main listener serves while the store loads: probes answer, everything else is 503.

@@ -1,12 +1,18 @@
 //! `GET /{code}`: the hot path. No JSON, no allocation of ours, no per-request formatting: the
-//! `Location` header is the `Bytes` the store keeps for the link.
+//! `Location` header is the `Bytes` the store keeps for the link, and the response's header map
+//! is the request's, cleared (hyper hands each request the map of the connection's previous
+//! response, so on a keep-alive connection the redirect allocates no header map at all).
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::LOCATION;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
@@ -25,36 +31,100 @@ use crate::store::Lookup;
         (status = 410, description = "The link has expired", body = ErrorBody),
         (status = 429, description = "Rate limit for this client IP exceeded", body = ErrorBody)))]
 pub async fn redirect(State(state): State<AppState>, req: Request) -> Response {
+    match answer(&state, req) {
+        Answer::Now(response) => response,
+        Answer::Remote(code) => resolve_remote(&state, &code).await,
+    }
+}
+
+/// The redirect handler as a service whose future can be named (the fast path in front of the
+/// router holds it unboxed): answered within `call`, except a miss of the scale-out store.
+#[derive(Clone)]
+pub struct Redirect(pub AppState);
+
+impl tower::Service<Request> for Redirect {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = RedirectFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> RedirectFuture {
+        match answer(&self.0, req) {
+            Answer::Now(response) => RedirectFuture::Ready(Some(response)),
+            Answer::Remote(code) => {
+                let state = self.0.clone();
+                RedirectFuture::Remote(Box::pin(async move { resolve_remote(&state, &code).await }))
+            }
+        }
+    }
+}
+
+/// Response future of [`Redirect`].
+pub enum RedirectFuture {
+    Ready(Option<Response>),
+    /// The scale-out store's miss path (Redis, then Postgres), boxed: not the hot path.
+    Remote(Pin<Box<dyn Future<Output = Response> + Send>>),
+}
+
+impl Future for RedirectFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Ready(response) => Poll::Ready(Ok(response
+                .take()
+                .expect("RedirectFuture polled after completion"))),
+            Self::Remote(remote) => remote.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
+enum Answer {
+    Now(Response),
+    /// Not in the index of the scale-out store: ask Redis and Postgres.
+    Remote(String),
+}
+
+/// Everything the redirect does without waiting.
+#[inline(always)]
+fn answer(state: &AppState, req: Request) -> Answer {
     if let Some(limiter) = &state.ip_limiter
         && let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>()
     {
         let decision = limiter.check_now(&peer.ip());
         if !decision.is_allowed() {
             state.metrics.rate_limited("/{code}");
-            return ApiError::RateLimited(decision).into_response();
+            return Answer::Now(ApiError::RateLimited(decision).into_response());
         }
     }
+    let (parts, _body) = req.into_parts();
     let mut buf = [0u8; MAX_CODE_LEN];
-    let Some(code) = code_from_path(req.uri().path(), &mut buf) else {
-        return ApiError::NotFound.into_response();
+    let Some(code) = code_from_path(parts.uri.path(), &mut buf) else {
+        return Answer::Now(ApiError::NotFound.into_response());
     };
-    match state.store.resolve(code) {
-        Lookup::Found(location) => found(code, location),
+    Answer::Now(match state.store.resolve(code) {
+        Lookup::Found(location) => found(code, location, parts.headers),
         Lookup::Expired => ApiError::Gone.into_response(),
-        Lookup::Missing if state.store.is_remote() => resolve_remote(&state, code).await,
+        Lookup::Missing if state.store.is_remote() => return Answer::Remote(code.to_owned()),
         Lookup::Missing => ApiError::NotFound.into_response(),
-    }
+    })
 }
 
-/// A 302 to the stored location, shared as the header's bytes.
+/// A 302 to the stored location, shared as the header's bytes, in `headers` (the request's
+/// header map, cleared: its capacity is reused).
 // Forced inline: as a call it cost the redirect 21 instructions (`scripts/bench.sh gate`).
 #[inline(always)]
-fn found(code: &str, location: Bytes) -> Response {
+fn found(code: &str, location: Bytes, mut headers: HeaderMap) -> Response {
     match HeaderValue::from_maybe_shared(location) {
         Ok(location) => {
+            headers.clear();
+            headers.insert(LOCATION, location);
             let mut response = Response::new(Body::empty());
             *response.status_mut() = StatusCode::FOUND;
-            response.headers_mut().insert(LOCATION, location);
+            *response.headers_mut() = headers;
             response
         }
         Err(_) => ApiError::Internal(format!("stored location of {code:?} is not a header value"))
@@ -65,7 +135,7 @@ fn found(code: &str, location: Bytes) -> Response {
 /// The miss path of the scale-out store: Redis, then Postgres (not the hot path).
 async fn resolve_remote(state: &AppState, code: &str) -> Response {
     match state.store.resolve_remote(code).await {
-        Ok(Lookup::Found(location)) => found(code, location),
+        Ok(Lookup::Found(location)) => found(code, location, HeaderMap::new()),
         Ok(Lookup::Expired) => ApiError::Gone.into_response(),
         Ok(Lookup::Missing) => ApiError::NotFound.into_response(),
         Err(e) => ApiError::from(e).into_response(),
