@@ -73,13 +73,21 @@ mod tests {
         let tid = gettid();
         assert!(list().contains(&tid));
         let before = thread_cpu_time(tid).unwrap();
+        // Spin until the thread's clock has advanced 10 ms; on a busy machine that takes longer
+        // in wall time, so the bound is generous and only a clock that never moves fails.
         let mut x = 1u64;
-        let start = std::time::Instant::now();
-        while start.elapsed() < Duration::from_millis(30) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let used = loop {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
-        }
-        let used = thread_cpu_time(tid).unwrap() - before;
-        assert!(used >= Duration::from_millis(10), "{used:?}");
+            let used = thread_cpu_time(tid).unwrap() - before;
+            if used >= Duration::from_millis(10) {
+                break used;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "thread clock stuck at {used:?}"
+            );
+        };
         assert!(process_cpu_time() >= used);
         // Above any pid_max: no such thread.
         assert!(thread_cpu_time(4_194_305).is_none());
