@@ -504,3 +504,62 @@ fn allocation_file_names_are_flat_and_unique() {
         linkr_benches::support::allocs_file_name("pool/contended_x2_object_pool")
     );
 }
+
+#[test]
+fn a_significant_slowdown_within_the_threshold_is_slower_not_regressed() {
+    let lab = Lab::new();
+    // +2%, interval +1.5%..+2.5%: significant (beyond the 1% noise) but within the 10% that fails.
+    bench(
+        &lab.criterion,
+        "codes/generate",
+        (51.0, 50.5, 51.5),
+        Some((0.02, 0.015, 0.025)),
+    );
+    bench(
+        &lab.criterion,
+        "codes/parse",
+        (30.0, 29.0, 31.0),
+        Some((0.20, 0.15, 0.25)),
+    );
+    let (code, out, _) = lab.table(&["--max-regression", "30"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(line_of(&out, "codes/generate").contains("slower"), "{out}");
+    assert!(line_of(&out, "codes/parse").contains("slower"), "{out}");
+    let html = std::fs::read_to_string(&lab.html).unwrap();
+    assert!(html.contains("<td class=\"slower\">slower</td>"), "{html}");
+    assert!(!html.contains("<td class=\"regressed\">"), "{html}");
+
+    // Beyond the threshold the same +20% is regressed, in red, and fails the run.
+    let (code, out, _) = lab.table(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(line_of(&out, "codes/parse").contains("regressed"), "{out}");
+    assert!(line_of(&out, "codes/generate").contains("slower"), "{out}");
+    let html = std::fs::read_to_string(&lab.html).unwrap();
+    assert!(
+        html.contains("<td class=\"regressed\">regressed</td>"),
+        "{html}"
+    );
+}
+
+#[test]
+fn a_criterion_report_left_from_an_earlier_run_is_not_linked() {
+    let lab = Lab::new();
+    bench(&lab.criterion, "codes/generate", (50.0, 49.0, 51.0), None);
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for report in ["codes/generate/report/index.html", "report/index.html"] {
+        let report = lab.criterion.join(report);
+        std::fs::create_dir_all(report.parent().unwrap()).unwrap();
+        std::fs::write(&report, "<html></html>").unwrap();
+        let file = std::fs::File::options().write(true).open(&report).unwrap();
+        file.set_modified(an_hour_ago).unwrap();
+    }
+    let (code, out, _) = lab.table(&[]);
+    assert_eq!(code, 0, "{out}");
+    let html = std::fs::read_to_string(&lab.html).unwrap();
+    assert!(
+        !html.contains("<a href=\"../../criterion/report/index.html\">"),
+        "{html}"
+    );
+    assert!(html.contains("left from an earlier run"), "{html}");
+    assert!(html.contains("<td>codes/generate</td>"), "{html}");
+}

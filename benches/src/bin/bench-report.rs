@@ -159,6 +159,14 @@ struct Row {
     allocs: Option<AllocsPerIter>,
 }
 
+impl Row {
+    /// The estimates file of this run's results (`<bench>/new/estimates.json`).
+    fn results(&self) -> PathBuf {
+        let bench_dir = self.report.parent().and_then(Path::parent);
+        bench_dir.map_or_else(PathBuf::new, |d| d.join("new/estimates.json"))
+    }
+}
+
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, String> {
     let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))
@@ -290,13 +298,21 @@ fn trim_float(v: f64) -> String {
     }
 }
 
-fn fmt_change(c: &Option<Change>) -> (String, String, String) {
+/// Whether a change fails the run: significantly slower and beyond `max_regression` percent.
+fn fails(c: &Change, max_regression: f64) -> bool {
+    c.verdict == Verdict::Regressed && c.pct > max_regression
+}
+
+/// Change, its interval and the verdict: `regressed` only for a change that fails the run; a
+/// significant slowdown within the threshold is `slower`.
+fn fmt_change(c: &Option<Change>, max_regression: f64) -> (String, String, String) {
     match c {
         Some(c) => (
             format!("{:+.2}%", c.pct),
             format!("[{:+.2}%, {:+.2}%]", c.lo_pct, c.hi_pct),
             match c.verdict {
-                Verdict::Regressed => "regressed".into(),
+                Verdict::Regressed if fails(c, max_regression) => "regressed".into(),
+                Verdict::Regressed => "slower".into(),
                 Verdict::Improved => "improved".into(),
                 Verdict::NoChange => "no change".into(),
             },
@@ -390,6 +406,15 @@ fn targets(rows: &[Row]) -> Vec<TargetCheck> {
             pass: same_stack.map(|(l, a)| l <= a),
         },
         TargetCheck {
+            what: "in-process redirect as served (fast path, middleware on) allocates at most 6"
+                .into(),
+            measured: allocs("request/redirect/linkr").map_or("not run".into(), |l| {
+                format!("request/redirect/linkr: {} allocs/request", trim_float(l))
+            }),
+            target: "<= 6".into(),
+            pass: allocs("request/redirect/linkr").map(|l| l <= 6.0),
+        },
+        TargetCheck {
             what: "whole in-process redirect allocates no more than axum's fixed 302".into(),
             measured: redirect.map_or("not run".into(), |(l, a)| {
                 format!("{} vs {} allocs/request", trim_float(l), trim_float(a))
@@ -436,7 +461,7 @@ fn table(args: &Args) -> Result<bool, String> {
     ];
     let mut lines = vec![header.map(String::from).to_vec()];
     for r in &rows {
-        let (change, ci, verdict) = fmt_change(&r.change);
+        let (change, ci, verdict) = fmt_change(&r.change, max_regression);
         let (allocs, bytes) = fmt_allocs(&r.allocs);
         lines.push(vec![
             r.id.clone(),
@@ -466,11 +491,7 @@ fn table(args: &Args) -> Result<bool, String> {
 
     let regressions: Vec<&Row> = rows
         .iter()
-        .filter(|r| {
-            r.change
-                .as_ref()
-                .is_some_and(|c| c.verdict == Verdict::Regressed && c.pct > max_regression)
-        })
+        .filter(|r| r.change.as_ref().is_some_and(|c| fails(c, max_regression)))
         .collect();
     println!();
     if regressions.is_empty() {
@@ -576,12 +597,16 @@ fn write_html(
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
 body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}
-table{{border-collapse:collapse;margin:1em 0}}
-th,td{{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}}
-td.what{{white-space:normal}}
+body{{max-width:1400px}}
+.wide{{overflow-x:auto}}
+table{{border-collapse:collapse;margin:1em 0;font-size:.9em}}
+th,td{{padding:.3em .5em;border-bottom:1px solid #ddd;text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}}
+td.what,td.muted,th{{white-space:normal}}
 th:first-child,td:first-child{{text-align:left}}
+td:first-child{{white-space:normal;overflow-wrap:anywhere;min-width:14em;max-width:24em}}
+td:last-child{{white-space:nowrap}}
 th{{background:#f4f4f4}}
-.regressed{{color:#b00;font-weight:bold}} .improved{{color:#070}} .pass{{color:#070}} .miss{{color:#b00;font-weight:bold}}
+.regressed{{color:#b00;font-weight:bold}} .slower{{color:#a60}} .improved{{color:#070}} .pass{{color:#070}} .miss{{color:#b00;font-weight:bold}}
 .zero{{color:#070}} .muted{{color:#888}} code{{background:#f4f4f4;padding:0 .2em}}
 </style></head><body>
 <h1>{title}</h1>
@@ -589,12 +614,14 @@ th{{background:#f4f4f4}}
 (slope or mean) with their 95% confidence interval; <em>change</em> is against the baseline of
 the last comparison run; a change is <em>significant</em> when its whole 95% interval lies beyond
 the noise threshold. Allocations per iteration are counted with linkr's counting allocator
-outside the timed loop. The run fails on a significant regression beyond {max_regression}%.</p>
+outside the timed loop. The run fails on a significant regression beyond {max_regression}%:
+such a change is <span class="regressed">regressed</span>; a significant slowdown within it is
+<span class="slower">slower</span> and does not fail the run.</p>
 {criterion_report}
 "#,
         title = escape(title),
         generated = humantime_now(),
-        criterion_report = criterion_report_link(dir, criterion),
+        criterion_report = criterion_report_link(dir, criterion, rows),
     );
 
     h.push_str("<h2>Targets</h2>\n<table><tr><th>what</th><th>measured</th><th>target</th><th></th></tr>\n");
@@ -615,15 +642,16 @@ outside the timed loop. The run fails on a significant regression beyond {max_re
     h.push_str("</table>\n");
 
     h.push_str(
-        "<h2>Benchmarks</h2>\n<table><tr><th>bench</th><th>time</th><th>95% CI</th><th>throughput</th>\
+        "<h2>Benchmarks</h2>\n<div class=\"wide\"><table><tr><th>bench</th><th>time</th><th>95% CI</th><th>throughput</th>\
          <th>change</th><th>change 95% CI</th><th>verdict</th><th>allocs/iter</th><th>bytes/iter</th></tr>\n",
     );
     for r in rows {
-        let (change, ci, verdict) = fmt_change(&r.change);
+        let (change, ci, verdict) = fmt_change(&r.change, max_regression);
         let (allocs, bytes) = fmt_allocs(&r.allocs);
-        let verdict_class = match r.change.as_ref().map(|c| c.verdict) {
-            Some(Verdict::Regressed) => "regressed",
-            Some(Verdict::Improved) => "improved",
+        let verdict_class = match r.change.as_ref() {
+            Some(c) if fails(c, max_regression) => "regressed",
+            Some(c) if c.verdict == Verdict::Regressed => "slower",
+            Some(c) if c.verdict == Verdict::Improved => "improved",
             _ => "muted",
         };
         let alloc_class = if allocs == "0" { "zero" } else { "" };
@@ -645,7 +673,7 @@ outside the timed loop. The run fails on a significant regression beyond {max_re
             "<tr><td>{id}</td><td>{time}</td><td class=\"muted\">{lo} – {hi}</td>\
              <td>{throughput}</td><td>{change}</td><td class=\"muted\">{ci}</td><td class=\"{verdict_class}\">{verdict}</td>\
              <td class=\"{alloc_class}\">{allocs}</td><td>{bytes}</td></tr>",
-            id = if r.report.is_file() {
+            id = if is_fresh(&r.report, &r.results()) {
                 format!(
                     "<a href=\"{}\">{}</a>",
                     escape(&relative(dir, &r.report)),
@@ -659,7 +687,7 @@ outside the timed loop. The run fails on a significant regression beyond {max_re
             hi = fmt_time(r.hi_ns),
         );
     }
-    h.push_str("</table>\n");
+    h.push_str("</table></div>\n");
 
     let gate_file = dir.join("instructions.json");
     if let Ok(gate) = read_json::<GateReport>(&gate_file) {
@@ -699,12 +727,32 @@ outside the timed loop. The run fails on a significant regression beyond {max_re
     std::fs::write(path, h).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn criterion_report_link(dir: &Path, criterion: &Path) -> String {
+/// Whether `report` exists and was written with or after `results` (criterion writes a bench's
+/// report right after its estimates; quick runs with `--noplot` write none and leave an earlier
+/// run's report in place).
+fn is_fresh(report: &Path, results: &Path) -> bool {
+    match (modified(report), modified(results)) {
+        (Some(report), Some(results)) => report + std::time::Duration::from_secs(5) >= results,
+        _ => false,
+    }
+}
+
+fn criterion_report_link(dir: &Path, criterion: &Path, rows: &[Row]) -> String {
     let report = criterion.join("report/index.html");
     let link = escape(&relative(dir, &report));
-    if report.is_file() {
+    // Criterion writes its summary after the last bench of the run: fresh when it is not older
+    // than the newest results on this page.
+    let newest = rows.iter().map(Row::results).max_by_key(|p| modified(p));
+    let fresh = newest.is_some_and(|results| is_fresh(&report, &results));
+    if fresh {
         format!(
             "<p>Criterion's full report (plots, distributions): <a href=\"{link}\">{link}</a></p>"
+        )
+    } else if report.is_file() {
+        format!(
+            "<p>Criterion's plots were not generated by this run (quick mode runs with <code>--noplot</code>); \
+             <code>{link}</code> is left from an earlier run and is not linked. \
+             <code>scripts/bench.sh run</code> rewrites it.</p>"
         )
     } else {
         format!(
