@@ -150,9 +150,14 @@ if ((KNEE)); then
         LINKR_API_KEYS="bench:$key:admin" LINKR_RATE_LIMIT=0 LINKR_ACCESS_LOG=off LINKR_LOG=warn \
         LINKR_SHUTDOWN_DELAY=0s taskset -c 1 "$BIN/linkr" >"$WORK/linkr.log" 2>&1 &
     LINKR_PID=$!
-    for _ in $(seq 200); do [[ $(http_code "http://127.0.0.1:$lport/readyz") == 200 ]] && break; sleep 0.05; done
-    code=$(curl -sf -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+    for _ in $(seq 600); do [[ $(http_code "http://127.0.0.1:$lport/readyz") == 200 ]] && break; sleep 0.05; done
+    if [[ $(http_code "http://127.0.0.1:$lport/readyz") != 200 ]]; then
+        tail -n 20 "$WORK/linkr.log" >&2
+        fail "linkr did not become ready on 127.0.0.1:$lport within 30 s"
+    fi
+    code=$(curl -s -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
         -d '{"url":"https://example.com/gen-ceiling"}' "http://127.0.0.1:$lport/v1/links" | jq -r .code)
+    [[ -n $code && $code != null ]] || fail "could not create a link on the linkr started for wrk"
     /usr/bin/time -f '%U %S' -o "$WORK/wrk-linkr.time" taskset -c 0 wrk -t1 -c32 -d"${D}s" \
         "http://127.0.0.1:$lport/$code" >"$WORK/wrk-linkr.out" 2>&1
     linkr_wrk=$(wrk_rps wrk-linkr)
@@ -161,7 +166,7 @@ if ((KNEE)); then
     step "knee: loadgen knee --spawn --scenario redirect ${KNEE_ARGS[*]}"
     "$BIN/loadgen" knee --spawn --scenario redirect --out "$WORK/knee" "${KNEE_ARGS[@]}" \
         >"$WORK/knee.out" 2>"$WORK/knee.err" || true
-    tail -n 4 "$WORK/knee.err" | sed 's/^/    /'
+    grep -E '^(step|knee:)' "$WORK/knee.err" | sed 's/^/    /' || tail -n 20 "$WORK/knee.err"
     knee=$(jq -r '.knee.rate // 0' "$WORK/knee/summary.json" 2>/dev/null || echo 0)
     bound=$(jq -r '.bound // "unknown"' "$WORK/knee/summary.json" 2>/dev/null || echo unknown)
     row "4. knee (redirect), bound by $bound" "$knee req/s (wrk $linkr_wrk)" ">= 0.6x, service" \

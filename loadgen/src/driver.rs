@@ -197,6 +197,9 @@ pub const RUNTIME_LAG_LIMIT: Duration = Duration::from_millis(5);
 const PROBE_EVERY: Duration = Duration::from_millis(5);
 /// Generator CPU use (fraction of its CPUs) from which it counts as saturated.
 pub const CPU_LIMIT: f64 = 0.90;
+/// With the lean client at or above [`CPU_LIMIT`], the own send-lag p99 from which it counts as
+/// saturated.
+pub const LEAN_CPU_LAG_P99: Duration = Duration::from_millis(1);
 
 static GOOSE_METRICS: AtomicBool = AtomicBool::new(false);
 static PROGRESS: AtomicBool = AtomicBool::new(true);
@@ -811,7 +814,9 @@ pub const MIN_LATE: u64 = 50;
 
 /// Why the generator, not the service, limited the step (None: it kept up).
 ///
-/// - It used ≥ 90% of its CPUs: whatever else happened, its own delays are in the numbers.
+/// - It used ≥ 90% of its CPUs: whatever else happened, its own delays are in the numbers (the
+///   lean client, which measures its own lateness to the µs, only once its own send-lag p99 is
+///   over 1 ms as well).
 /// - Its runtime ran a timer-woken probe more than 5 ms late at p90: ready work waited for CPU
 ///   (its own backlog, or other processes on its cores). This holds even when the pool ran dry:
 ///   a generator that falls behind sends its backlog late, all at once, and exhausts the pool.
@@ -832,7 +837,11 @@ pub fn saturation_reason(e: &Evidence) -> Option<String> {
             "with free users"
         }
     };
-    if e.generator_cpu >= CPU_LIMIT {
+    // The lean client measures its own lateness to the µs (a precise timer, lag from when the
+    // connection was free): near its CPU limit it counts as saturated once that lateness shows
+    // (p99 over 1 ms), not on the CPU figure alone.
+    let busy_and_late = !e.lag_is_generators || e.lag_p99_us > LEAN_CPU_LAG_P99.as_micros() as u64;
+    if e.generator_cpu >= CPU_LIMIT && busy_and_late {
         return Some(format!(
             "generator CPU at {:.0}% of its cores",
             e.generator_cpu * 100.0
@@ -1079,6 +1088,22 @@ mod tests {
                 ..ok()
             })
             .is_some()
+        );
+        // The lean client near its CPU limit: saturated once its own lag shows, not before.
+        let lean_busy = Evidence {
+            generator_cpu: 0.95,
+            lag_is_generators: true,
+            lag_p99_us: 120,
+            ..ok()
+        };
+        assert_eq!(saturation_reason(&lean_busy), None);
+        assert!(
+            saturation_reason(&Evidence {
+                lag_p99_us: 1_500,
+                ..lean_busy
+            })
+            .unwrap()
+            .contains("CPU")
         );
         // CPU saturation counts even with an exhausted pool.
         assert!(
