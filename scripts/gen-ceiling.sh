@@ -16,7 +16,7 @@
 # Usage: scripts/gen-ceiling.sh [--quick] [--strict] [--no-knee] [--no-reqwest]
 #   --quick   short runs (CI, information only)
 #   --strict  exit 1 when a target fails (default: exit 0 whatever the figures)
-# Loopback only; every run is bounded in time. Needs wrk, taskset, /usr/bin/time, jq, curl.
+# Loopback only; every run is bounded in time. Needs wrk, taskset, /usr/bin/time, jq, curl, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCRIPT=gen-ceiling.sh
@@ -44,6 +44,9 @@ done
 step "building (release)"
 cargo build --release --locked -q -p linkr -p linkr-loadgen --bin linkr --bin loadgen --example redirect_server
 BIN=target/release
+
+# A port the kernel hands out (free_port's probe does not see ports bound by client sockets).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 SERVER_PID=""
 stop_server() { stop_pid "$SERVER_PID" TERM 5; SERVER_PID=""; }

@@ -72,8 +72,13 @@ pub fn collect(service: &ServiceFacts) -> Vec<(String, String)> {
     push(
         "loadgen",
         format!(
-            "linkr-loadgen {} (goose 0.19 users, open-model schedule)",
-            env!("CARGO_PKG_VERSION")
+            "linkr-loadgen {} (goose 0.19 users, open-model schedule, {} client: {})",
+            env!("CARGO_PKG_VERSION"),
+            crate::driver::client(),
+            match crate::driver::client() {
+                crate::driver::ClientKind::Lean => crate::engine::ENGINE,
+                crate::driver::ClientKind::Reqwest => "goose-reqwest/multi-thread + pacer thread",
+            }
         ),
     );
     env
