@@ -53,6 +53,22 @@ pub enum Command {
     Knee(KneeArgs),
     /// Compare two run results or two knee summaries: throughput, and p99 at a rate both measured.
     Compare(CompareArgs),
+    /// Merge the segments of one step (`run --segment I/N --json FILE`) into one result, exactly.
+    Merge(MergeArgs),
+}
+
+/// `loadgen merge`.
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// Segment results (`run --segment I/N --json FILE`), every one of the N exactly once.
+    #[arg(value_name = "SEGMENT.json", required = true)]
+    pub segments: Vec<PathBuf>,
+    /// Write the merged result as JSON here (the `run --json` object plus `workers`).
+    #[arg(long, value_name = "FILE")]
+    pub json: PathBuf,
+    /// Write the merged corrected latency distribution here (.hgrm).
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
 }
 
 impl Command {
@@ -61,7 +77,7 @@ impl Command {
         match self {
             Command::Run(a) => a.spawn,
             Command::Knee(a) => a.spawn,
-            Command::Compare(_) => false,
+            Command::Compare(_) | Command::Merge(_) => false,
         }
     }
 }
@@ -121,6 +137,76 @@ pub struct RunArgs {
     /// Keep goose's own per-request metrics on (costs generator CPU; off by default).
     #[arg(long)]
     pub goose_metrics: bool,
+    /// Send the step's schedule from N worker processes, each pinned to a CPU (see --cpus), each
+    /// sending a disjoint segment; one merged result plus a per-worker table.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256), conflicts_with = "segment")]
+    pub workers: u64,
+    /// CPUs for the --workers, e.g. 0,1 or 0-3 (worker i on the i-th, round robin); default:
+    /// the CPUs this process may run on.
+    #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
+    pub cpus: Option<Vec<usize>>,
+    /// Send only segment I of N of the schedule (slots k with k % N == I); the JSON result then
+    /// carries the step's histograms (HdrHistogram V2 + deflate) for `loadgen merge`.
+    #[arg(long, value_name = "I/N", value_parser = crate::segment::parse_segment, requires = "schedule_seed")]
+    pub segment: Option<(u64, u64)>,
+    /// Start the schedule at this wall-clock time (Unix milliseconds), agreed between segments.
+    #[arg(long, value_name = "UNIX_MS", requires = "segment")]
+    pub start_at: Option<u64>,
+    /// Seed of the schedule (the same for every segment of a step; Poisson offsets).
+    #[arg(long, value_name = "N")]
+    pub schedule_seed: Option<u64>,
+    /// The seeded links' codes, one a line, instead of seeding (a --workers coordinator passes
+    /// its own to its workers).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub seed_codes: Option<PathBuf>,
+}
+
+/// Parses `0,2,4-7`.
+pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
+    let bad = || format!("invalid CPU list {s:?} (e.g. 0,1 or 0-3)");
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b || b >= 1024 {
+                    return Err(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if out.is_empty() || out.iter().any(|&c| c >= 1024) {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+/// `loadgen merge`.
+pub fn merge_cmd(args: &MergeArgs) -> Result<ExitCode, LoadgenError> {
+    let merged = crate::merge::merge_files(&args.segments)?;
+    print!("{}", summary(&merged.result));
+    print!("{}", crate::merge::worker_table(&merged.workers));
+    write_merged(&merged, Some(&args.json), args.hgrm.as_deref())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a merged result's JSON and .hgrm.
+pub fn write_merged(
+    merged: &crate::merge::Merged,
+    json: Option<&std::path::Path>,
+    hgrm: Option<&std::path::Path>,
+) -> Result<(), LoadgenError> {
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(merged).expect("a merged result serialises");
+        std::fs::write(path, text + "\n").map_err(|e| LoadgenError::file(path, e))?;
+    }
+    if let Some(path) = hgrm {
+        write_hgrm(&merged.result.corrected, path).map_err(|e| LoadgenError::file(path, e))?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Args)]
@@ -378,7 +464,12 @@ async fn run_with(args: &RunArgs, spawned: Option<&Spawned>) -> Result<ExitCode,
             args.api_key.clone(),
         ),
     };
-    let seeds = if args.scenario.needs_seeds() {
+    let seeds = if let Some(file) = args.seed_codes.as_deref() {
+        let text = std::fs::read_to_string(file).map_err(|e| LoadgenError::file(file, e))?;
+        Seeds {
+            codes: text.lines().filter(|l| !l.is_empty()).map(String::from).collect(),
+        }
+    } else if args.scenario.needs_seeds() {
         let Some(key) = api_key.as_deref() else {
             return Err(LoadgenError::Usage(format!(
                 "scenario {} reads seeded links: pass --api-key KEY (or LINKR_API_KEY), or --spawn; for a server that is not linkr use --scenario get",
@@ -413,7 +504,34 @@ async fn run_with(args: &RunArgs, spawned: Option<&Spawned>) -> Result<ExitCode,
         seeds: Arc::new(seeds),
         goose_report: args.goose_report.clone(),
     };
-    let result = driver::run_step(&cfg).await?;
+    if args.workers > 1 {
+        let merged = crate::workers::run_workers(&cfg, args.workers, args.cpus.as_deref()).await?;
+        print!("{}", summary(&merged.result));
+        print!("{}", crate::merge::worker_table(&merged.workers));
+        write_merged(&merged, args.json.as_deref(), args.hgrm.as_deref())?;
+        return Ok(verdict(&merged.result, args));
+    }
+    let result = match args.segment {
+        Some((index, count)) => {
+            let seg = crate::segment::Segment {
+                index,
+                count,
+                seed: args.schedule_seed.unwrap_or_default(),
+                start_at_unix_ms: args.start_at,
+            };
+            let result = driver::run_segment(&cfg, &seg).await?;
+            print!("{}", summary(&result));
+            if let Some(path) = &args.json {
+                let text = crate::segment::to_json(&seg, &result, cfg.rate, cfg.duration);
+                std::fs::write(path, text + "\n").map_err(|e| LoadgenError::file(path, e))?;
+            }
+            if let Some(path) = &args.hgrm {
+                write_hgrm(&result.corrected, path).map_err(|e| LoadgenError::file(path, e))?;
+            }
+            return Ok(verdict(&result, args));
+        }
+        None => driver::run_step(&cfg).await?,
+    };
     print!("{}", summary(&result));
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&result).expect("a step result serialises");
@@ -422,7 +540,12 @@ async fn run_with(args: &RunArgs, spawned: Option<&Spawned>) -> Result<ExitCode,
     if let Some(path) = &args.hgrm {
         write_hgrm(&result.corrected, path).map_err(|e| LoadgenError::file(path, e))?;
     }
-    let failures = threshold_failures(&result, args.max_p99, args.max_error_rate);
+    Ok(verdict(&result, args))
+}
+
+/// The exit code of a `run`: thresholds, and whether the generator kept up.
+fn verdict(result: &StepResult, args: &RunArgs) -> ExitCode {
+    let failures = threshold_failures(result, args.max_p99, args.max_error_rate);
     for f in &failures {
         eprintln!("FAIL: {f}");
     }
@@ -431,13 +554,13 @@ async fn run_with(args: &RunArgs, spawned: Option<&Spawned>) -> Result<ExitCode,
             "loadgen: a threshold failed but the generator was saturated ({}): the result measures the generator, not the service",
             result.saturation.as_deref().unwrap_or("")
         );
-        return Ok(ExitCode::from(EXIT_USAGE));
+        return ExitCode::from(EXIT_USAGE);
     }
-    Ok(if failures.is_empty() {
+    if failures.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAIL)
-    })
+    }
 }
 
 /// The thresholds `result` fails, as messages.

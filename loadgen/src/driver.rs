@@ -144,6 +144,11 @@ pub struct StepResult {
     pub uncorrected: Histogram<u64>,
     #[serde(skip)]
     pub send_lag: Histogram<u64>,
+    #[serde(skip)]
+    pub generator_lag: Histogram<u64>,
+    /// Lateness of the runtime probe (µs).
+    #[serde(skip)]
+    pub runtime_lag: Histogram<u64>,
 }
 
 /// The JSON object (the histograms are left out: they print as thousands of counts).
@@ -300,6 +305,24 @@ pub async fn run_step_with(
     cfg: &StepConfig,
     client: ClientKind,
 ) -> Result<StepResult, LoadgenError> {
+    run_segment_with(cfg, client, None).await
+}
+
+/// One segment of the step's schedule (see [`crate::segment`]): the slots `k` with
+/// `k % count == index` of the schedule drawn from `segment.seed`, from the agreed start. The
+/// result is judged against the segment's share of the rate.
+pub async fn run_segment(
+    cfg: &StepConfig,
+    segment: &crate::segment::Segment,
+) -> Result<StepResult, LoadgenError> {
+    run_segment_with(cfg, client(), Some(segment)).await
+}
+
+async fn run_segment_with(
+    cfg: &StepConfig,
+    client: ClientKind,
+    segment: Option<&crate::segment::Segment>,
+) -> Result<StepResult, LoadgenError> {
     if !(cfg.rate.is_finite() && cfg.rate > 0.0) {
         return Err(LoadgenError::Usage(format!(
             "rate must be > 0, got {}",
@@ -313,14 +336,30 @@ pub async fn run_step_with(
         return Err(LoadgenError::Interrupted);
     }
     quiet_goose_logs();
-    let measured = match client {
-        ClientKind::Lean => run_lean(cfg).await?,
-        ClientKind::Reqwest => run_reqwest(cfg).await?,
+    let measured = match (client, segment) {
+        (ClientKind::Lean, _) => run_lean(cfg, segment).await?,
+        (ClientKind::Reqwest, None) => run_reqwest(cfg).await?,
+        (ClientKind::Reqwest, Some(_)) => {
+            return Err(LoadgenError::Usage(
+                "schedule segments (--segment, --workers) need the lean client".into(),
+            ));
+        }
     };
     if interrupted() {
         return Err(LoadgenError::Interrupted);
     }
-    Ok(result(cfg, measured))
+    match segment {
+        // Judged against this segment's share of the schedule.
+        Some(seg) => {
+            let share = seg.share(cfg.arrival, cfg.rate, cfg.duration);
+            let judged = StepConfig {
+                rate: cfg.rate * share,
+                ..cfg.clone()
+            };
+            Ok(result(&judged, measured))
+        }
+        None => Ok(result(cfg, measured)),
+    }
 }
 
 /// What a step's engine measured, before it is judged.
@@ -401,7 +440,10 @@ fn attack(
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The lean path: the step runs on the engine thread (see [`crate::engine`]).
-async fn run_lean(cfg: &StepConfig) -> Result<Measured, LoadgenError> {
+async fn run_lean(
+    cfg: &StepConfig,
+    segment: Option<&crate::segment::Segment>,
+) -> Result<Measured, LoadgenError> {
     use crate::engine::{self, lean};
     let (host, _) = scenarios::split_target(&cfg.target)?;
     let endpoint = lean::Endpoint::resolve(&cfg.target)?;
@@ -412,8 +454,20 @@ async fn run_lean(cfg: &StepConfig) -> Result<Measured, LoadgenError> {
         &cfg.seeds,
     )?;
     let requests = lean::Requests::new(&plan, &endpoint)?;
-    let schedule = Schedule::new(cfg.arrival, cfg.rate, cfg.duration);
-    let users = lean::connections(cfg.rate).min(schedule.len().max(1));
+    let (schedule, slots, share, start_at) = match segment {
+        Some(seg) => {
+            let schedule = Schedule::seeded(cfg.arrival, cfg.rate, cfg.duration, seg.seed);
+            let slots = seg.slots(schedule.len());
+            (schedule, slots, seg.count, seg.start_instant()?)
+        }
+        None => {
+            let schedule = Schedule::new(cfg.arrival, cfg.rate, cfg.duration);
+            let slots = schedule.len();
+            (schedule, slots, 1, None)
+        }
+    };
+    let seg = segment.map_or((0, 1), |s| (s.index, s.count));
+    let users = lean::connections(cfg.rate / share as f64).min(slots.max(1));
     let goose_metrics = GOOSE_METRICS.load(Ordering::Relaxed) || cfg.goose_report.is_some();
     goose_report_dir(cfg.goose_report.as_deref())?;
     let args = goose_args(&host, users, goose_metrics, cfg.goose_report.as_deref());
@@ -454,6 +508,8 @@ async fn run_lean(cfg: &StepConfig) -> Result<Measured, LoadgenError> {
             probe: std::sync::Mutex::new(crate::stats::new_histogram()),
             cpu_start_us: AtomicU64::new(0),
             cpu_end_us: AtomicU64::new(0),
+            segment: seg,
+            start_at,
         });
         let for_users = step.clone();
         let transaction: TransactionFunction = Arc::new(move |user| {
@@ -499,10 +555,7 @@ async fn run_lean(cfg: &StepConfig) -> Result<Measured, LoadgenError> {
             users,
             max_in_flight: step.max_in_flight.load(Ordering::Relaxed),
             pool_exhausted: step.behind.load(Ordering::Relaxed) > 0,
-            missed: step
-                .schedule
-                .len()
-                .saturating_sub(step.sent.load(Ordering::Relaxed)),
+            missed: slots.saturating_sub(step.sent.load(Ordering::Relaxed)),
             goose_metrics,
         })
     })
@@ -705,6 +758,8 @@ fn result(cfg: &StepConfig, m: Measured) -> StepResult {
         corrected: rec.corrected,
         uncorrected: rec.uncorrected,
         send_lag: rec.send_lag,
+        generator_lag: rec.generator_lag,
+        runtime_lag: m.probe,
     }
 }
 

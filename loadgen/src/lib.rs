@@ -8,13 +8,16 @@ pub mod engine;
 pub mod environment;
 pub mod error;
 pub mod knee;
+pub mod merge;
 pub mod profile;
 pub mod report;
 pub mod scenarios;
 pub mod schedule;
+pub mod segment;
 pub mod seed;
 pub mod spawn;
 pub mod stats;
+pub mod workers;
 
 pub use driver::{ClientKind, StepConfig, StepResult, run_step, run_step_with};
 pub use error::LoadgenError;

@@ -30,6 +30,9 @@ fn main() -> ExitCode {
     }
     raise_open_files_limit();
     driver::set_client(cli.client);
+    if linkr_loadgen::workers::quiet_worker() {
+        driver::set_progress(false);
+    }
     driver::install_interrupt_handler();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
             Command::Run(args) => cli::run_cmd(args).await,
             Command::Knee(args) => linkr_loadgen::knee::run(args).await,
             Command::Compare(args) => cli::compare_cmd(&args),
+            Command::Merge(args) => cli::merge_cmd(&args),
         }
     });
     match result {

@@ -69,6 +69,12 @@ pub enum Schedule {
 
 impl Schedule {
     pub fn new(arrival: Arrival, rate: f64, duration: Duration) -> Self {
+        Self::seeded(arrival, rate, duration, rand::random())
+    }
+
+    /// The schedule drawn from `seed`: the same seed gives the same Poisson offsets, so that
+    /// segments of one step run by separate processes share one schedule.
+    pub fn seeded(arrival: Arrival, rate: f64, duration: Duration, seed: u64) -> Self {
         match arrival {
             Arrival::Constant => {
                 let len = (duration.as_secs_f64() * rate - 1e-9).ceil().max(0.0) as u64;
@@ -76,7 +82,7 @@ impl Schedule {
             }
             Arrival::Poisson => {
                 let exp = Exp::new(rate).expect("rate > 0");
-                let mut rng = rand::rngs::SmallRng::from_rng(&mut rand::rng());
+                let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
                 let end = duration.as_nanos() as f64;
                 let mut t = 0.0f64;
                 let mut offsets_ns =

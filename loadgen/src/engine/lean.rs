@@ -293,6 +293,12 @@ pub struct LeanStep {
     pub probe: Mutex<Histogram<u64>>,
     pub cpu_start_us: AtomicU64,
     pub cpu_end_us: AtomicU64,
+    /// This process's segment of the schedule: it sends the slots `k` with
+    /// `k % segment.1 == segment.0` (`(0, 1)`: all of them).
+    pub segment: (u64, u64),
+    /// When the schedule starts (an agreed wall-clock time turned into this process's clock);
+    /// `None`: as soon as every user is connected.
+    pub start_at: Option<Instant>,
 }
 
 impl LeanStep {
@@ -330,9 +336,10 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
     let give_up = tokio::time::sleep_until((t_end + crate::scenarios::REQUEST_TIMEOUT).into());
     let mut give_up = pin!(give_up);
     let mut rng = SmallRng::seed_from_u64(j ^ 0x9E37_79B9_7F4A_7C15);
-    let (len, stride) = (step.schedule.len(), step.users);
+    let (index, count) = step.segment;
+    let (len, stride) = (step.schedule.len(), step.users * count);
     let mut free_at = t0;
-    let mut slot = j;
+    let mut slot = index + j * count;
     while slot < len {
         let intended = t0 + step.schedule.offset(slot);
         step.timer.sleep_until(intended).await;
@@ -443,7 +450,8 @@ pub async fn supervise(step: Arc<LeanStep>, ready_timeout: Duration, stop: fn() 
         step.started.send_replace(Some(Instant::now()));
         return false;
     }
-    let t0 = Instant::now() + Duration::from_millis(1);
+    let soon = Instant::now() + Duration::from_millis(1);
+    let t0 = step.start_at.map_or(soon, |at| at.max(soon));
     let _ = step.start.set(t0);
     step.started.send_replace(Some(t0));
     step.timer.sleep_until(t0).await;
