@@ -55,6 +55,16 @@ pub enum Command {
     Compare(CompareArgs),
     /// Merge the segments of one step (`run --segment I/N --json FILE`) into one result, exactly.
     Merge(MergeArgs),
+    /// Serve as a remote worker: run the segments a coordinator (`knee --workers-at`) sends.
+    Worker(WorkerArgs),
+}
+
+/// `loadgen worker`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Address to listen on, e.g. 0.0.0.0:7070.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
 }
 
 /// `loadgen merge`.
@@ -77,7 +87,7 @@ impl Command {
         match self {
             Command::Run(a) => a.spawn,
             Command::Knee(a) => a.spawn,
-            Command::Compare(_) | Command::Merge(_) => false,
+            Command::Compare(_) | Command::Merge(_) | Command::Worker(_) => false,
         }
     }
 }
@@ -352,6 +362,24 @@ pub struct KneeArgs {
     /// Have goose write its HTML report for every step (costs generator CPU).
     #[arg(long)]
     pub goose_reports: bool,
+
+    /// Send each step from N local worker processes, each pinned (see --cpus), each sending a
+    /// disjoint segment of the step's schedule; steps are judged on the merged result, and a
+    /// step with any saturated worker is inconclusive.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub workers: u64,
+
+    /// CPUs for --workers, e.g. 0,1 or 0-3 (worker i on the i-th, round robin).
+    #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
+    pub cpus: Option<Vec<usize>>,
+
+    /// Send each step from remote workers (`loadgen worker --listen ADDR`), one segment each.
+    #[arg(long, value_name = "URL,URL,...", value_delimiter = ',', conflicts_with = "workers")]
+    pub workers_at: Vec<String>,
+
+    /// Refuse remote workers whose clock is further than this from ours.
+    #[arg(long, value_name = "DUR", default_value = "50ms", value_parser = parse_duration)]
+    pub max_clock_skew: Duration,
 }
 
 /// Like [`parse_duration`], also accepting zero (`0`, `0s`, `0ms`) to turn a phase off.

@@ -17,6 +17,7 @@ pub mod segment;
 pub mod seed;
 pub mod spawn;
 pub mod stats;
+pub mod worker;
 pub mod workers;
 
 pub use driver::{ClientKind, StepConfig, StepResult, run_step, run_step_with};

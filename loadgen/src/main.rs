@@ -50,6 +50,7 @@ fn main() -> ExitCode {
             Command::Knee(args) => linkr_loadgen::knee::run(args).await,
             Command::Compare(args) => cli::compare_cmd(&args),
             Command::Merge(args) => cli::merge_cmd(&args),
+            Command::Worker(args) => linkr_loadgen::worker::serve(args.listen).await,
         }
     });
     match result {

@@ -12,9 +12,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::driver::{self, StepConfig};
+use crate::driver::{self, StepConfig, StepResult};
 use crate::error::LoadgenError;
-use crate::merge::{self, Merged};
+use crate::merge::{self, Merged, WorkerRow};
 use crate::segment::unix_ms_now;
 
 /// How far ahead of now the workers' agreed start is set: time for N processes to start, connect
@@ -146,4 +146,62 @@ pub async fn run_workers(
 /// Whether the progress lines are off for this process (a worker of a coordinator).
 pub fn quiet_worker() -> bool {
     std::env::var_os("LOADGEN_NO_PROGRESS").is_some_and(|v| v == "1")
+}
+
+/// Where a step's load comes from: this process, local worker processes, or remote workers.
+#[derive(Debug, Clone, Default)]
+pub enum Runner {
+    /// One engine in this process.
+    #[default]
+    Local,
+    /// `--workers N [--cpus LIST]`.
+    Processes {
+        count: u64,
+        cpus: Option<Vec<usize>>,
+    },
+    /// `--workers-at URL,URL,...`.
+    Remote {
+        urls: Vec<String>,
+        max_skew: Duration,
+    },
+}
+
+impl Runner {
+    /// The runner `loadgen knee`'s flags ask for.
+    pub fn of_knee(args: &crate::cli::KneeArgs) -> Self {
+        if !args.workers_at.is_empty() {
+            Runner::Remote {
+                urls: args.workers_at.clone(),
+                max_skew: args.max_clock_skew,
+            }
+        } else if args.workers > 1 {
+            Runner::Processes {
+                count: args.workers,
+                cpus: args.cpus.clone(),
+            }
+        } else {
+            Runner::Local
+        }
+    }
+
+    /// Runs one step; with workers, the merged result and the per-worker rows. Saturation is
+    /// judged per worker: one saturated worker makes the step saturated.
+    pub async fn run(
+        &self,
+        cfg: &StepConfig,
+    ) -> Result<(StepResult, Vec<WorkerRow>), LoadgenError> {
+        let merged = match self {
+            Runner::Local => return Ok((driver::run_step(cfg).await?, Vec::new())),
+            Runner::Processes { count, cpus } => run_workers(cfg, *count, cpus.as_deref()).await?,
+            Runner::Remote { urls, max_skew } => {
+                crate::worker::run_remote(cfg, urls, *max_skew).await?
+            }
+        };
+        Ok((merged.result, merged.workers))
+    }
+
+    /// [`Runner::run`], the result only.
+    pub async fn run_result(&self, cfg: &StepConfig) -> Result<StepResult, LoadgenError> {
+        Ok(self.run(cfg).await?.0)
+    }
 }

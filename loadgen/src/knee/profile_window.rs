@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::cli::KneeArgs;
-use crate::driver::{StepConfig, StepResult, run_step};
+use crate::driver::{StepConfig, StepResult};
 use crate::profile::{self, AdminClient};
 use crate::report::{AllocationsView, DiffView, ProfileView, fmt_rate};
 
@@ -47,7 +47,8 @@ pub async fn profile_at_knee(
             .await;
         (folded, pprof)
     };
-    let (load, (folded, pprof)) = tokio::join!(run_step(cfg), captures);
+    let runner = crate::workers::Runner::of_knee(args);
+    let (load, (folded, pprof)) = tokio::join!(runner.run_result(cfg), captures);
     let after = admin.metrics().await;
     let allocations = allocations(&before, &after);
 

@@ -18,7 +18,7 @@ use super::recovery::{
 use super::search::{Search, SearchPlan};
 use super::step::{StepRecord, p99, record_step};
 use crate::cli::KneeArgs;
-use crate::driver::{StepConfig, run_step};
+use crate::driver::StepConfig;
 use crate::environment::ServiceFacts;
 use crate::error::LoadgenError;
 use crate::profile::AdminClient;
@@ -26,6 +26,7 @@ use crate::report::{AllocationsView, ProfileView, fmt_rate, fmt_us};
 use crate::scenarios::Seeds;
 use crate::seed::seed_for;
 use crate::spawn::{find_linkr, spawn_linkr};
+use crate::workers::Runner;
 
 /// Entry point of `loadgen knee`.
 pub async fn run(args: KneeArgs) -> Result<ExitCode, LoadgenError> {
@@ -221,7 +222,9 @@ impl<'a> Session<'a> {
         limit_us: u64,
     ) -> Result<Probe, LoadgenError> {
         tokio::time::sleep(quiet).await;
-        let r = run_step(&self.config(rate, PROBE_DURATION, None)).await?;
+        let r = Runner::of_knee(self.args)
+            .run_result(&self.config(rate, PROBE_DURATION, None))
+            .await?;
         let p99_us = p99(&r.corrected);
         Ok(Probe {
             rate,
@@ -257,7 +260,9 @@ impl<'a> Session<'a> {
         );
         let phases = async {
             warm.probes.push(self.probe(rate, Duration::ZERO, 0).await?);
-            run_step(&self.config(self.args.start_rate, self.args.warm_up, None)).await?;
+            Runner::of_knee(self.args)
+                .run_result(&self.config(self.args.start_rate, self.args.warm_up, None))
+                .await?;
             warm.probes
                 .push(self.probe(rate, recovery::FIRST_QUIET, 0).await?);
             Ok::<_, LoadgenError>(())
@@ -328,8 +333,11 @@ impl<'a> Session<'a> {
             goose_report.as_ref().map(|g| out.join(g)),
         );
         self.progress.start(index, rate, self.args.step);
-        let result = run_step(&cfg).await?;
-        let record = record_step(index, &stem, result, &self.criteria, out, goose_report)?;
+        let (result, workers) = Runner::of_knee(self.args).run(&cfg).await?;
+        let mut record = record_step(index, &stem, result, &self.criteria, out, goose_report)?;
+        if !workers.is_empty() {
+            record.run["workers"] = serde_json::to_value(&workers).unwrap_or_default();
+        }
         self.progress.finish(&record);
         Ok(record)
     }
