@@ -156,10 +156,10 @@ printf ' %-6s |\n' ""
 printf '| %-28s |' "ratio linkr / axum"
 for ((r = 1; r <= ROUNDS; r++)); do printf ' %-10s |' "${RT[r]}"; done
 printf ' %-6s |\n' "$median"
-printf '| %-28s |' "axum server CPU µs/request"
+printf '| %-28s |' "axum server CPU us/request"
 for ((r = 1; r <= ROUNDS; r++)); do printf ' %-10s |' "${AXC[r]}"; done
 printf ' %-6s |\n' ""
-printf '| %-28s |' "linkr server CPU µs/request"
+printf '| %-28s |' "linkr server CPU us/request"
 for ((r = 1; r <= ROUNDS; r++)); do printf ' %-10s |' "${LKC[r]}"; done
 printf ' %-6s |\n' ""
 printf '| %-28s |' "CPU ratio axum / linkr"

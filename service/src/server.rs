@@ -2,14 +2,20 @@
 //! listeners, with timeouts that keep slow or silent clients from holding connections, and a
 //! graceful shutdown that stops accepting and then drains every connection.
 //!
-//! Timeouts (hyper 1.x behaviour, checked in its source and by tests):
-//! - `header_timeout`: hyper's HTTP/1 `header_read_timeout`. Its timer starts whenever the
-//!   connection begins waiting for a request head — on a new connection and again after each
-//!   response on a keep-alive connection — so it bounds both a slowloris head and keep-alive
-//!   idleness. The same bound applies to a connection that sends no byte at all (hyper-util's
-//!   protocol sniffing would otherwise wait for the first bytes forever).
+//! Timeouts, enforced by a watchdog task per connection that ticks every quarter of the shorter
+//! one and aborts the connection's task (checked by tests):
+//! - `header_timeout`: an HTTP/1 connection must complete a request head within it whenever it
+//!   waits for one — on a new connection and again after each response on a keep-alive
+//!   connection — so it bounds both a slowloris head and keep-alive idleness (what hyper's
+//!   `header_read_timeout` did; hyper re-arms that timer with a fresh boxed sleep for every
+//!   request, which cost each redirect an allocation, a timer registration and a clock read).
+//!   The same bound applies to a connection that sends no byte at all (hyper-util's protocol
+//!   sniffing would otherwise wait for the first bytes forever).
 //! - `idle_timeout`: a connection with no request in flight and no byte read or written for this
 //!   long is closed: stalled request bodies, clients that stop reading responses.
+//!
+//! The watchdog runs beside the connection rather than in a `select!` with it, so requests do
+//! not poll its timer: a busy connection costs it nothing per request.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,21 +23,21 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{Request, Response};
+use axum::http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -105,10 +111,8 @@ async fn accept_loop<A: App>(
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_timeout);
+    // The head timeout is the watchdog's (see the module documentation).
+    builder.http1().header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
 
     loop {
@@ -143,11 +147,12 @@ async fn accept_loop<A: App>(
             activity: activity.clone(),
         });
         let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
-        tokio::spawn(async move {
-            if let Some(e) = drive(conn, &activity, opts).await {
+        let task = tokio::spawn(async move {
+            if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
+        tokio::spawn(watchdog(task.abort_handle(), activity, opts));
     }
     drop(listener);
     graceful
@@ -162,12 +167,9 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// Runs one connection, closing it (by dropping it) when it breaks the time limits.
-async fn drive<C, E>(conn: C, activity: &Activity, opts: ServeOptions) -> Option<E>
-where
-    C: Future<Output = Result<(), E>>,
-{
-    let mut conn = std::pin::pin!(conn);
+/// Watches one connection, closing it (by aborting its task) when it breaks the time limits;
+/// returns when the connection has ended.
+async fn watchdog(conn: AbortHandle, activity: Arc<Activity>, opts: ServeOptions) {
     let accepted = Instant::now();
     let window = opts
         .idle_timeout
@@ -177,43 +179,74 @@ where
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut seen = 0;
     let mut quiet_since = accepted;
+    // HTTP/1 head timeout: since when the connection has been waiting for a request head (no
+    // request started, none in flight, nothing written).
+    let (mut seen_requests, mut seen_written, mut waiting_since) = (0, 0, accepted);
     loop {
-        tokio::select! {
-            done = &mut conn => return done.err(),
-            now = ticks.tick() => {
-                let progress = activity.progress.load(Ordering::Relaxed);
-                if progress == 0 {
-                    if now.duration_since(accepted) >= opts.header_timeout {
-                        tracing::debug!("no request within the header timeout; closing");
-                        return None;
-                    }
-                } else if progress != seen || activity.in_flight.load(Ordering::Relaxed) > 0 {
-                    seen = progress;
-                    quiet_since = now;
-                } else if let Some(idle) = opts.idle_timeout
-                    && now.duration_since(quiet_since) >= idle
-                {
-                    tracing::debug!("connection idle; closing");
-                    return None;
-                }
+        let now = ticks.tick().await;
+        if conn.is_finished() {
+            return;
+        }
+        let progress = activity.progress.load(Ordering::Relaxed);
+        let in_flight = activity.in_flight.load(Ordering::Relaxed) > 0;
+        if progress == 0 {
+            if now.duration_since(accepted) >= opts.header_timeout {
+                tracing::debug!("no request within the header timeout; closing");
+                return conn.abort();
+            }
+            continue;
+        }
+        if progress != seen || in_flight {
+            seen = progress;
+            quiet_since = now;
+        } else if let Some(idle) = opts.idle_timeout
+            && now.duration_since(quiet_since) >= idle
+        {
+            tracing::debug!("connection idle; closing");
+            return conn.abort();
+        }
+        if !activity.h2.load(Ordering::Relaxed) {
+            let requests = activity.requests.load(Ordering::Relaxed);
+            let written = activity.written.load(Ordering::Relaxed);
+            if requests != seen_requests || written != seen_written || in_flight {
+                (seen_requests, seen_written, waiting_since) = (requests, written, now);
+            } else if now.duration_since(waiting_since) >= opts.header_timeout {
+                tracing::debug!("no request head within the header timeout; closing");
+                return conn.abort();
             }
         }
     }
 }
 
-/// Per-connection progress (bytes moved) and requests in flight, read by [`drive`].
+/// Per-connection progress (bytes moved), requests started and in flight, read by
+/// [`watchdog`]. Written only by the connection's task.
 #[derive(Default)]
 struct Activity {
-    /// Bumped on every read or write that moved bytes; written only by the connection's task.
+    /// Bumped on every read or write that moved bytes.
     progress: AtomicU64,
+    /// Bumped on every write that moved bytes.
+    written: AtomicU64,
+    /// Requests whose head was read.
+    requests: AtomicU64,
     in_flight: AtomicU32,
+    /// The connection speaks HTTP/2 (its first bytes were the HTTP/2 preface).
+    h2: AtomicBool,
+}
+
+/// A plain load and store: only the connection's task writes these counters.
+fn bump(counter: &AtomicU64) {
+    let v = counter.load(Ordering::Relaxed);
+    counter.store(v.wrapping_add(1).max(1), Ordering::Relaxed);
 }
 
 impl Activity {
     fn touch(&self) {
-        let p = self.progress.load(Ordering::Relaxed);
-        self.progress
-            .store(p.wrapping_add(1).max(1), Ordering::Relaxed);
+        bump(&self.progress);
+    }
+
+    fn touch_written(&self) {
+        bump(&self.progress);
+        bump(&self.written);
     }
 }
 
@@ -231,6 +264,11 @@ impl AsyncRead for ActivityIo {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            if self.activity.progress.load(Ordering::Relaxed) == 0
+                && buf.filled()[before..].starts_with(b"PRI * HTTP/2.0")
+            {
+                self.activity.h2.store(true, Ordering::Relaxed);
+            }
             self.activity.touch();
         }
         polled
@@ -245,7 +283,7 @@ impl AsyncWrite for ActivityIo {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.io).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.activity.touch_written();
         }
         polled
     }
@@ -257,7 +295,7 @@ impl AsyncWrite for ActivityIo {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.activity.touch_written();
         }
         polled
     }
@@ -289,6 +327,10 @@ impl<A: App> hyper::service::Service<Request<Incoming>> for ConnService<A> {
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         if let Some(peer) = self.peer {
             req.extensions_mut().insert(ConnectInfo(peer));
+        }
+        bump(&self.activity.requests);
+        if req.version() == Version::HTTP_2 {
+            self.activity.h2.store(true, Ordering::Relaxed);
         }
         self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlightFuture {
