@@ -53,7 +53,11 @@ fi
 
 step "building (release)"
 cargo build --release --locked -q -p linkr -p linkr-benches --bin linkr --bin fixed-302
-BIN=target/release
+# Copies: another build replacing target/release/* meanwhile must not change what runs, nor the
+# symbols perf resolves afterwards.
+BIN=$WORK/bin
+mkdir -p "$BIN"
+cp target/release/linkr target/release/fixed-302 "$BIN/"
 LOCATION="https://www.example.com/articles/2024/06/how-we-measure-latency?ref=newsletter"
 CODE=K7q2xNa
 KEY=redirect-vs-axum-key-0123456789
