@@ -22,8 +22,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -147,12 +147,20 @@ async fn accept_loop<A: App>(
             activity: activity.clone(),
         });
         let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
-        let task = tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+        let task = tokio::spawn({
+            let activity = activity.clone();
+            async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+                // The watchdog ends with its connection (else at its next tick).
+                if let Some(watchdog) = activity.watchdog.get() {
+                    watchdog.abort();
+                }
             }
         });
-        tokio::spawn(watchdog(task.abort_handle(), activity, opts));
+        let watchdog = tokio::spawn(watchdog(task.abort_handle(), activity.clone(), opts));
+        let _ = activity.watchdog.set(watchdog.abort_handle());
     }
     drop(listener);
     graceful
@@ -231,6 +239,8 @@ struct Activity {
     in_flight: AtomicU32,
     /// The connection speaks HTTP/2 (its first bytes were the HTTP/2 preface).
     h2: AtomicBool,
+    /// The connection's watchdog task, stopped by the connection's task when it ends.
+    watchdog: OnceLock<AbortHandle>,
 }
 
 /// A plain load and store: only the connection's task writes these counters.
