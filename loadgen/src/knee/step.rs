@@ -148,6 +148,11 @@ impl StepRecord {
             hgrm: self.hgrm.clone(),
             hgrm_uncorrected: self.hgrm_uncorrected.clone(),
             goose_report: self.goose_report.clone(),
+            workers: self
+                .run
+                .get("workers")
+                .and_then(|w| serde_json::from_value(w.clone()).ok())
+                .unwrap_or_default(),
             recovery: self.recovery.as_ref().map(Recovery::view),
         }
     }

@@ -262,6 +262,7 @@ fn steps_table(h: &mut String, r: &Report) {
         outcome_row(h, s, knee_index == Some(s.index));
     }
     h.push_str("</tbody></table></div>");
+    workers_table(h, r);
     h.push_str(r#"<h2 id="percentiles">Latency percentiles per step</h2><div class="scroll"><table class="latency">"#);
     h.push_str(r#"<thead><tr><th colspan="2"></th><th class="grp" colspan="6">corrected (from intended send time)</th><th class="grp" colspan="6">uncorrected (from actual send)</th><th class="grp"></th></tr>"#);
     h.push_str("<tr><th>#</th><th>target req/s</th>");
@@ -280,6 +281,39 @@ fn steps_table(h: &mut String, r: &Report) {
     }
     h.push_str("</tbody></table></div>");
     h.push_str(r#"<p class="note">Histograms are HdrHistogram percentile files (<code>.hgrm</code>, values in milliseconds) for any HdrHistogram plotter. A p99 in red is over the SLO.</p></section>"#);
+}
+
+/// Each worker's share of each step, when the steps came from several workers: saturation is
+/// judged per worker, and one saturated worker makes the step inconclusive.
+fn workers_table(h: &mut String, r: &Report) {
+    if r.steps.iter().all(|s| s.workers.is_empty()) {
+        return;
+    }
+    h.push_str(
+        r#"<h2 id="workers">Workers per step</h2><div class="scroll"><table class="workers">"#,
+    );
+    h.push_str(r#"<thead><tr><th>#</th><th>worker</th><th>target req/s</th><th>achieved req/s</th><th>requests</th><th>send lag p99</th><th>own lag p99</th><th>cpu</th><th class="l">saturated</th></tr></thead><tbody>"#);
+    for s in &r.steps {
+        for w in &s.workers {
+            let _ = write!(
+                h,
+                r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}%</td><td class="l">{}</td></tr>"#,
+                s.index,
+                w.index,
+                escape(&fmt_rate(w.rate_target)),
+                escape(&fmt_rate(w.rate_achieved)),
+                w.requests,
+                escape(&fmt_us(w.send_lag_p99_us)),
+                escape(&fmt_us(w.generator_lag_p99_us)),
+                w.generator_cpu * 100.0,
+                escape(&match &w.saturation {
+                    Some(why) => format!("yes: {why}"),
+                    None => "no".into(),
+                })
+            );
+        }
+    }
+    h.push_str("</tbody></table></div>");
 }
 
 fn row_open(h: &mut String, s: &StepView, is_knee: bool) {

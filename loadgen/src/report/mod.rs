@@ -57,6 +57,8 @@ pub struct StepView {
     pub goose_report: Option<String>,
     /// The drain and probes after this step, before the next load.
     pub recovery: Option<RecoveryView>,
+    /// Each worker's share of the step (`--workers`, `--workers-at`); empty for one process.
+    pub workers: Vec<crate::merge::WorkerRow>,
 }
 
 /// The recovery probes after a step that did not pass.

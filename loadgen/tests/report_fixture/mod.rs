@@ -117,6 +117,7 @@ pub fn write_synthetic_report(dir: &Path) -> Report {
             hgrm_uncorrected: format!("step-{:02}-{}.uncorrected.hgrm", i + 1, *rate as u64),
             goose_report: Some(format!("goose/step-{:02}-{}.html", i + 1, *rate as u64)),
             recovery: (!pass).then(|| recovery(i)),
+            workers: Vec::new(),
         });
     }
     let (knee_index, knee_rate, kc, ku) = knee.expect("a synthetic step passes");
