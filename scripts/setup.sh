@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the lab needs beyond the Rust toolchain, once: valgrind (instruction-count
 # benches), chromium (report rendering test), wrk (generator-ceiling comparison), perf (Debian's
-# linux-perf: the CPU profiler's agreement test records the same threads with `perf record`).
+# linux-perf: the CPU profiler's agreement test records the same threads with `perf record`),
+# jq, curl and GNU time (scripts/gen-ceiling.sh reads JSON results and CPU seconds).
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
 
@@ -11,6 +12,9 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v perf >/dev/null 2>&1 || need+=(linux-perf)
+command -v jq >/dev/null 2>&1 || need+=(jq)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+[ -x /usr/bin/time ] || need+=(time)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]} (apt-get)"
