@@ -154,15 +154,16 @@ pub struct RunArgs {
     /// CPUs for the --workers, e.g. 0,1 or 0-3 (worker i on the i-th, round robin); default:
     /// the CPUs this process may run on.
     #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
-    pub cpus: Option<Vec<usize>>,
+    pub cpus: Option<CpuList>,
     /// Send only segment I of N of the schedule (slots k with k % N == I); the JSON result then
     /// carries the step's histograms (HdrHistogram V2 + deflate) for `loadgen merge`.
-    #[arg(long, value_name = "I/N", value_parser = crate::segment::parse_segment, requires = "schedule_seed")]
+    #[arg(long, value_name = "I/N", value_parser = crate::segment::parse_segment)]
     pub segment: Option<(u64, u64)>,
     /// Start the schedule at this wall-clock time (Unix milliseconds), agreed between segments.
     #[arg(long, value_name = "UNIX_MS", requires = "segment")]
     pub start_at: Option<u64>,
-    /// Seed of the schedule (the same for every segment of a step; Poisson offsets).
+    /// Seed of the schedule with --segment (the same for every segment of a step: it draws the
+    /// Poisson offsets); 0 when not given.
     #[arg(long, value_name = "N")]
     pub schedule_seed: Option<u64>,
     /// The seeded links' codes, one a line, instead of seeding (a --workers coordinator passes
@@ -171,8 +172,12 @@ pub struct RunArgs {
     pub seed_codes: Option<PathBuf>,
 }
 
+/// A list of CPUs (`--cpus 0,2,4-7`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
 /// Parses `0,2,4-7`.
-pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
+pub fn parse_cpus(s: &str) -> Result<CpuList, String> {
     let bad = || format!("invalid CPU list {s:?} (e.g. 0,1 or 0-3)");
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -191,7 +196,7 @@ pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
     if out.is_empty() || out.iter().any(|&c| c >= 1024) {
         return Err(bad());
     }
-    Ok(out)
+    Ok(CpuList(out))
 }
 
 /// `loadgen merge`.
@@ -371,10 +376,15 @@ pub struct KneeArgs {
 
     /// CPUs for --workers, e.g. 0,1 or 0-3 (worker i on the i-th, round robin).
     #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
-    pub cpus: Option<Vec<usize>>,
+    pub cpus: Option<CpuList>,
 
     /// Send each step from remote workers (`loadgen worker --listen ADDR`), one segment each.
-    #[arg(long, value_name = "URL,URL,...", value_delimiter = ',', conflicts_with = "workers")]
+    #[arg(
+        long,
+        value_name = "URL,URL,...",
+        value_delimiter = ',',
+        conflicts_with = "workers"
+    )]
     pub workers_at: Vec<String>,
 
     /// Refuse remote workers whose clock is further than this from ours.
@@ -495,7 +505,11 @@ async fn run_with(args: &RunArgs, spawned: Option<&Spawned>) -> Result<ExitCode,
     let seeds = if let Some(file) = args.seed_codes.as_deref() {
         let text = std::fs::read_to_string(file).map_err(|e| LoadgenError::file(file, e))?;
         Seeds {
-            codes: text.lines().filter(|l| !l.is_empty()).map(String::from).collect(),
+            codes: text
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect(),
         }
     } else if args.scenario.needs_seeds() {
         let Some(key) = api_key.as_deref() else {
@@ -533,7 +547,8 @@ async fn run_with(args: &RunArgs, spawned: Option<&Spawned>) -> Result<ExitCode,
         goose_report: args.goose_report.clone(),
     };
     if args.workers > 1 {
-        let merged = crate::workers::run_workers(&cfg, args.workers, args.cpus.as_deref()).await?;
+        let cpus = args.cpus.as_ref().map(|c| c.0.as_slice());
+        let merged = crate::workers::run_workers(&cfg, args.workers, cpus).await?;
         print!("{}", summary(&merged.result));
         print!("{}", crate::merge::worker_table(&merged.workers));
         write_merged(&merged, args.json.as_deref(), args.hgrm.as_deref())?;
@@ -716,6 +731,47 @@ mod tests {
         assert_eq!(parse_duration_or_zero("2s"), Ok(Duration::from_secs(2)));
         assert!(parse_duration_or_zero("0d").is_err());
         assert!(parse_duration_or_zero("-1s").is_err());
+    }
+
+    #[test]
+    fn workers_and_cpus_parse() {
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "run",
+            "--target",
+            "http://x",
+            "--rate",
+            "1",
+            "--duration",
+            "1s",
+            "--workers",
+            "3",
+            "--cpus",
+            "0,2-3",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.workers, 3);
+        assert_eq!(run.cpus, Some(CpuList(vec![0, 2, 3])));
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "knee",
+            "--target",
+            "http://x",
+            "--workers",
+            "2",
+            "--cpus",
+            "1",
+        ])
+        .unwrap();
+        let Command::Knee(knee) = cli.command else {
+            panic!("not knee")
+        };
+        assert_eq!(knee.cpus, Some(CpuList(vec![1])));
+        assert!(parse_cpus("3-1").is_err());
+        assert!(parse_cpus("").is_err());
     }
 
     #[test]

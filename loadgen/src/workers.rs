@@ -177,7 +177,7 @@ impl Runner {
         } else if args.workers > 1 {
             Runner::Processes {
                 count: args.workers,
-                cpus: args.cpus.clone(),
+                cpus: args.cpus.as_ref().map(|c| c.0.clone()),
             }
         } else {
             Runner::Local

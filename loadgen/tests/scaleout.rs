@@ -208,7 +208,12 @@ fn two_workers_send_every_arrival_and_segments_merge_to_the_same_form() {
     let expected_len =
         Schedule::new(Arrival::Constant, 1000.0, std::time::Duration::from_secs(2)).len();
 
-    // --workers 2: every slot of the schedule sent, once.
+    // --workers 2, pinned to the CPUs this test may use: every slot of the schedule sent, once.
+    let cpus = linkr_loadgen::spawn::allowed_cpus()
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let workers_json = d.join("workers.json");
     let hgrm = d.join("workers.hgrm");
     let r = loadgen(&[
@@ -223,6 +228,8 @@ fn two_workers_send_every_arrival_and_segments_merge_to_the_same_form() {
         duration,
         "--workers",
         "2",
+        "--cpus",
+        &cpus,
         "--json",
         workers_json.to_str().unwrap(),
         "--hgrm",
