@@ -370,7 +370,8 @@ pub struct KneeArgs {
 
     /// Send each step from N local worker processes, each pinned (see --cpus), each sending a
     /// disjoint segment of the step's schedule; steps are judged on the merged result, and a
-    /// step with any saturated worker is inconclusive.
+    /// step with any saturated worker is inconclusive. Each step (and probe) starts 1.5 s after
+    /// it is asked for: the workers' lead to start and connect (remote workers: 2 s).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub workers: u64,
 
