@@ -85,6 +85,13 @@ pub(super) fn validate(args: &KneeArgs) -> Result<(), LoadgenError> {
     if args.linkr.is_some() && !args.spawn {
         return usage("--linkr goes with --spawn".into());
     }
+    for url in &args.workers_at {
+        if !url.starts_with("http://") {
+            return usage(format!(
+                "--workers-at takes http:// URLs of `loadgen worker`s, got {url:?}"
+            ));
+        }
+    }
     for (flag, url) in [("--target", &args.target), ("--admin", &args.admin)] {
         if let Some(u) = url
             && !(u.starts_with("http://") || u.starts_with("https://"))
