@@ -265,3 +265,58 @@ async fn knee_over_two_workers_finds_the_known_capacity() {
         assert_eq!(s["workers"].as_array().map(Vec::len), Some(2), "{s}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knee_over_remote_workers_lists_them_per_step() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (a, b) = (worker(), worker());
+    let target = ok_server();
+    let out = tempfile::tempdir().unwrap();
+    let at = format!("{},{}", a.url, b.url);
+    let dir = out.path().to_path_buf();
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args([
+                "knee",
+                "--target",
+                &target,
+                "--scenario",
+                "get",
+                "--workers-at",
+                &at,
+                "--step",
+                "1s",
+                "--max-steps",
+                "2",
+                "--start-rate",
+                "200",
+                "--warm-up",
+                "0",
+                "--out",
+            ])
+            .arg(&dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("summary.json"))
+            .unwrap_or_else(|e| panic!("no summary ({e}): {stderr}")),
+    )
+    .unwrap();
+    let steps = summary["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{stderr}");
+    for s in steps {
+        let workers = s["workers"].as_array().unwrap();
+        assert_eq!(workers.len(), 2, "{s}");
+        let sent: u64 = workers
+            .iter()
+            .map(|w| w["requests"].as_u64().unwrap())
+            .sum();
+        assert_eq!(Some(sent), s["requests"].as_u64(), "{s}");
+    }
+    let html = std::fs::read_to_string(out.path().join("index.html")).unwrap();
+    assert!(html.contains("Workers per step"));
+}
