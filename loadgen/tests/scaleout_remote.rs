@@ -29,6 +29,8 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 struct Worker {
     child: Child,
     url: String,
+    /// Its stderr, line by line.
+    lines: mpsc::Receiver<String>,
 }
 
 impl Drop for Worker {
@@ -57,8 +59,17 @@ fn worker() -> Worker {
         }
     };
     // Keep draining its stderr so that it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Worker { child, url }
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    Worker {
+        child,
+        url,
+        lines: rx,
+    }
 }
 
 fn ok_server() -> String {
@@ -134,7 +145,16 @@ async fn a_worker_that_does_not_answer_fails_the_step() {
     let cfg = step(ok_server(), 200.0, Duration::from_secs(3));
     let run =
         tokio::spawn(async move { run_remote(&cfg, &[url], Duration::from_millis(50)).await });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Killed once it has taken its segment (before the agreed start, 2 s later).
+    let lines = std::mem::replace(&mut dying.lines, mpsc::channel().1);
+    tokio::task::spawn_blocking(move || {
+        lines
+            .iter()
+            .find(|l| l.starts_with("worker: segment"))
+            .expect("the worker takes its segment")
+    })
+    .await
+    .unwrap();
     dying.child.kill().unwrap();
     let err = run
         .await
