@@ -149,7 +149,7 @@ pub struct RunArgs {
     pub goose_metrics: bool,
     /// Send the step's schedule from N worker processes, each pinned to a CPU (see --cpus), each
     /// sending a disjoint segment; one merged result plus a per-worker table.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256), conflicts_with = "segment")]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256), conflicts_with_all = ["segment", "goose_report"])]
     pub workers: u64,
     /// CPUs for the --workers, e.g. 0,1 or 0-3 (worker i on the i-th, round robin); default:
     /// the CPUs this process may run on.
