@@ -367,9 +367,12 @@ async fn the_rate_holds_from_100_to_20k_per_second() {
         if rate <= 5000.0 {
             assert!(within, "achieved {} of {rate}/s: {r:?}", r.rate_achieved);
         } else if !within {
+            // The in-test server shares this process's two cores: at 20k/s on a busy machine it
+            // can be the one that falls behind (every connection held). A shortfall must be
+            // explained either way: the generator saturated, or the server held the pool.
             assert!(
-                r.generator_saturated,
-                "achieved {} of {rate}/s without saying it could not keep up",
+                r.generator_saturated || r.pool_exhausted,
+                "achieved {} of {rate}/s without saying who could not keep up: {r:?}",
                 r.rate_achieved
             );
         }
