@@ -12,56 +12,16 @@
 
 mod knee_support;
 
-use std::net::SocketAddr;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::routing::get;
 use linkr_loadgen::knee::{Bound, SearchEnd};
-use tokio::sync::oneshot;
 
 const SERVICE_TIME: Duration = Duration::from_millis(4);
 const CAPACITY: f64 = 250.0;
 
-type Job = (Instant, oneshot::Sender<()>);
-
-/// Starts the fixed-capacity server on its own thread and runtime; returns its address (bound
-/// before this returns, so it is ready).
-fn start_server() -> SocketAddr {
-    let (jobs, queue) = mpsc::channel::<Job>();
-    std::thread::Builder::new()
-        .name("capacity-worker".into())
-        .spawn(move || {
-            let mut free_at = Instant::now();
-            for (arrived, reply) in queue {
-                let done = arrived.max(free_at) + SERVICE_TIME;
-                free_at = done;
-                let now = Instant::now();
-                if done > now {
-                    std::thread::sleep(done - now);
-                }
-                let _ = reply.send(());
-            }
-        })
-        .unwrap();
-    knee_support::serve(
-        "capacity-server",
-        Router::new().route("/work", get(work)).with_state(jobs),
-    )
-}
-
-async fn work(State(jobs): State<mpsc::Sender<Job>>) -> &'static str {
-    let (tx, rx) = oneshot::channel();
-    jobs.send((Instant::now(), tx)).expect("worker alive");
-    rx.await.expect("worker replies");
-    "done"
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn knee_lies_within_ten_percent_of_a_known_capacity() {
-    let addr = start_server();
+    let addr = knee_support::one_worker("capacity-server", SERVICE_TIME);
     let out = tempfile::tempdir().unwrap();
     let target = format!("http://{addr}/work");
     let started = Instant::now();

@@ -8,19 +8,16 @@
 mod knee_support;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
 use axum::routing::get;
 use linkr_loadgen::schedule::{Arrival, Schedule};
 use linkr_loadgen::worker::{Clock, run_remote};
 use linkr_loadgen::{Scenario, Seeds, StepConfig};
-use tokio::sync::oneshot;
 
 /// One at a time: they measure on a shared 2-core machine.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -199,42 +196,10 @@ async fn a_worker_clock_off_by_more_than_the_bound_is_refused() {
 // The knee over two local workers, against one worker behind many connections (knee_truth.rs):
 // capacity 1/S, a step of T passes up to c × (1 + L/T).
 
-type Job = (Instant, oneshot::Sender<()>);
-
-fn one_worker(service: Duration) -> SocketAddr {
-    let (jobs, queue) = mpsc::channel::<Job>();
-    std::thread::Builder::new()
-        .name("one-worker".into())
-        .spawn(move || {
-            let mut free_at = Instant::now();
-            for (arrived, reply) in queue {
-                let done = arrived.max(free_at) + service;
-                free_at = done;
-                let now = Instant::now();
-                if done > now {
-                    std::thread::sleep(done - now);
-                }
-                let _ = reply.send(());
-            }
-        })
-        .unwrap();
-    knee_support::serve(
-        "one-worker-server",
-        Router::new().route("/work", get(queued)).with_state(jobs),
-    )
-}
-
-async fn queued(State(jobs): State<mpsc::Sender<Job>>) -> &'static str {
-    let (tx, rx) = oneshot::channel();
-    jobs.send((Instant::now(), tx)).expect("worker alive");
-    rx.await.expect("worker replies");
-    "done"
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn knee_over_two_workers_finds_the_known_capacity() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let addr = one_worker(Duration::from_micros(2_500));
+    let addr = knee_support::one_worker("one-worker-server", Duration::from_micros(2_500));
     let out = tempfile::tempdir().unwrap();
     let target = format!("http://{addr}/work");
     let run = tokio::task::spawn_blocking({

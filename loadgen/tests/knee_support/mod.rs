@@ -4,11 +4,16 @@
 #![allow(dead_code)] // each test binary uses a part
 
 use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
 use clap::Parser;
 use linkr_loadgen::cli::KneeArgs;
 use linkr_loadgen::knee::{self, Outcome, Target};
+use tokio::sync::oneshot;
 
 /// Serves `app` on 127.0.0.1 from a thread named `name`; the listener is bound before this
 /// returns, so the server is ready.
@@ -53,4 +58,38 @@ pub async fn run_knee(target: &str, flags: &[&str]) -> Outcome {
     knee::run_against(&cli.knee, target)
         .await
         .expect("knee run")
+}
+
+type Job = (Instant, oneshot::Sender<()>);
+
+/// A server of known capacity: one worker thread serves `GET /work` requests one at a time,
+/// `service` each (capacity 1/`service`), behind as many connections as clients open.
+pub fn one_worker(name: &str, service: Duration) -> SocketAddr {
+    let (jobs, queue) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name(format!("{name}-worker"))
+        .spawn(move || {
+            let mut free_at = Instant::now();
+            for (arrived, reply) in queue {
+                let done = arrived.max(free_at) + service;
+                free_at = done;
+                let now = Instant::now();
+                if done > now {
+                    std::thread::sleep(done - now);
+                }
+                let _ = reply.send(());
+            }
+        })
+        .unwrap();
+    serve(
+        name,
+        Router::new().route("/work", get(queued)).with_state(jobs),
+    )
+}
+
+async fn queued(State(jobs): State<mpsc::Sender<Job>>) -> &'static str {
+    let (tx, rx) = oneshot::channel();
+    jobs.send((Instant::now(), tx)).expect("worker alive");
+    rx.await.expect("worker replies");
+    "done"
 }
