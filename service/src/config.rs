@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::{Serialize, Serializer};
 
 use crate::ratelimit::Quota;
@@ -139,9 +139,15 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let raw = RawConfig::try_parse_from(args).map_err(ConfigError::Usage)?;
+        let matches = RawConfig::command()
+            .try_get_matches_from(args)
+            .map_err(ConfigError::Usage)?;
+        let raw = RawConfig::from_arg_matches(&matches).map_err(ConfigError::Usage)?;
         let print_config = raw.print_config;
-        let config = raw.validate().map_err(ConfigError::Invalid)?;
+        let given = given_as_flags(&matches);
+        let config = raw.validate().map_err(|problems| {
+            ConfigError::Invalid(problems.iter().map(|p| name_as_given(p, &given)).collect())
+        })?;
         Ok(Loaded {
             config,
             print_config,
@@ -166,6 +172,43 @@ impl Config {
         }
         serde_json::to_string_pretty(&value).unwrap_or_default()
     }
+}
+
+/// `(LINKR_VAR, --flag)` of every setting given on the command line: problems with those
+/// name the flag, the way the user wrote it, not the environment variable behind it.
+fn given_as_flags(matches: &clap::ArgMatches) -> Vec<(String, String)> {
+    RawConfig::command()
+        .get_arguments()
+        .filter(|arg| {
+            matches.value_source(arg.get_id().as_str())
+                == Some(clap::parser::ValueSource::CommandLine)
+        })
+        .filter_map(|arg| {
+            let var = arg.get_env()?.to_str()?.to_owned();
+            Some((var, format!("--{}", arg.get_long()?)))
+        })
+        .collect()
+}
+
+/// `problem` with each `LINKR_*` name of a setting given as a flag replaced by the flag.
+fn name_as_given(problem: &str, given: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(problem.len());
+    let mut rest = problem;
+    while let Some(start) = rest.find("LINKR_") {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let len = tail
+            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(tail.len());
+        let word = &tail[..len];
+        match given.iter().find(|(var, _)| var == word) {
+            Some((_, flag)) => out.push_str(flag),
+            None => out.push_str(word),
+        }
+        rest = &tail[len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A successful parse: the config and whether `--print-config` was asked for.

@@ -174,6 +174,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::CodeTaken => ApiError::CodeTaken,
             StoreError::NotFound => ApiError::NotFound,
+            StoreError::NotOwner => ApiError::Forbidden,
             StoreError::Closed => ApiError::Unavailable("the store is closed"),
             other => ApiError::Internal(other.to_string()),
         }

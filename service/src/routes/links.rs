@@ -16,7 +16,7 @@ use crate::encode::json::{EncodeError, JsonWriter, Timestamp, WriteJson};
 use crate::encode::write_json_response;
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::routes::JsonBody;
-use crate::store::{LinkInfo, NewLink};
+use crate::store::{Deleter, LinkInfo, NewLink};
 
 /// Longest accepted `ttl_seconds` (100 years).
 pub const MAX_TTL_SECONDS: u64 = 100 * 365 * 24 * 3600;
@@ -205,21 +205,25 @@ pub async fn create(
     Ok(response)
 }
 
-/// A link and its click count.
+/// A link and its click count: its owner or an admin key.
 #[utoipa::path(get, path = "/v1/links/{code}", tag = "links",
     params(("code" = String, Path, description = "Short code")),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The link", body = LinkStats),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "Not the owner and not an admin key", body = ErrorBody),
         (status = 404, description = "Unknown code", body = ErrorBody),
         (status = 429, description = "Rate limit exceeded", body = ErrorBody)))]
 pub async fn stats(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     code: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<Response> {
     let (_, link) = find(&state, code).await?;
+    if !caller.admin && link.owner != caller.name {
+        return Err(ApiError::Forbidden);
+    }
     Ok(write_json_response(StatusCode::OK, &stats_body(&link)))
 }
 
@@ -247,7 +251,8 @@ fn stats_body(link: &LinkInfo) -> LinkStats<'_> {
     }
 }
 
-/// Deletes a link: its owner or an admin key.
+/// Deletes a link: its owner or an admin key (checked by the store in the same step as the
+/// delete, so a link re-created under the same code meanwhile by another key stays).
 #[utoipa::path(delete, path = "/v1/links/{code}", tag = "links",
     params(("code" = String, Path, description = "Short code")),
     security(("api_key" = [])),
@@ -262,11 +267,13 @@ pub async fn delete(
     caller: Caller,
     code: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode> {
-    let (code, link) = find(&state, code).await?;
-    if !caller.admin && link.owner != caller.name {
-        return Err(ApiError::Forbidden);
-    }
-    state.store.delete(&code).await?;
+    let Path(code) = code.map_err(|_| ApiError::NotFound)?;
+    let by = if caller.admin {
+        Deleter::Admin
+    } else {
+        Deleter::Owner(caller.name)
+    };
+    state.store.delete_as(&code, by).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

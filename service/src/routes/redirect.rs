@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::LOCATION;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
@@ -21,7 +21,7 @@ use crate::domain::code::MAX_CODE_LEN;
 use crate::error::{ApiError, ErrorBody};
 use crate::store::Lookup;
 
-/// Redirects to the link's target and counts a click.
+/// Redirects to the link's target and counts a click (`HEAD` counts none).
 #[utoipa::path(get, path = "/{code}", tag = "links",
     params(("code" = String, Path, description = "Short code")),
     responses(
@@ -33,7 +33,7 @@ use crate::store::Lookup;
 pub async fn redirect(State(state): State<AppState>, req: Request) -> Response {
     match answer(&state, req) {
         Answer::Now(response) => response,
-        Answer::Remote(code) => resolve_remote(&state, &code).await,
+        Answer::Remote(code, visit) => resolve_remote(&state, &code, visit).await,
     }
 }
 
@@ -54,9 +54,11 @@ impl tower::Service<Request> for Redirect {
     fn call(&mut self, req: Request) -> RedirectFuture {
         match answer(&self.0, req) {
             Answer::Now(response) => RedirectFuture::Ready(Some(response)),
-            Answer::Remote(code) => {
+            Answer::Remote(code, visit) => {
                 let state = self.0.clone();
-                RedirectFuture::Remote(Box::pin(async move { resolve_remote(&state, &code).await }))
+                RedirectFuture::Remote(Box::pin(async move {
+                    resolve_remote(&state, &code, visit).await
+                }))
             }
         }
     }
@@ -84,8 +86,8 @@ impl Future for RedirectFuture {
 
 enum Answer {
     Now(Response),
-    /// Not in the index of the scale-out store: ask Redis and Postgres.
-    Remote(String),
+    /// Not in the index of the scale-out store: ask Redis and Postgres (and count a click).
+    Remote(String, bool),
 }
 
 /// Everything the redirect does without waiting.
@@ -105,10 +107,19 @@ fn answer(state: &AppState, req: Request) -> Answer {
     let Some(code) = code_from_path(parts.uri.path(), &mut buf) else {
         return Answer::Now(ApiError::NotFound.into_response());
     };
-    Answer::Now(match state.store.resolve(code) {
+    // `HEAD` (link previews, monitors) is answered like `GET` but is not a visit: no click.
+    let visit = parts.method != Method::HEAD;
+    let lookup = if visit {
+        state.store.resolve(code)
+    } else {
+        state.store.peek(code)
+    };
+    Answer::Now(match lookup {
         Lookup::Found(location) => found(code, location, parts.headers),
         Lookup::Expired => ApiError::Gone.into_response(),
-        Lookup::Missing if state.store.is_remote() => return Answer::Remote(code.to_owned()),
+        Lookup::Missing if state.store.is_remote() => {
+            return Answer::Remote(code.to_owned(), visit);
+        }
         Lookup::Missing => ApiError::NotFound.into_response(),
     })
 }
@@ -133,8 +144,13 @@ fn found(code: &str, location: Bytes, mut headers: HeaderMap) -> Response {
 }
 
 /// The miss path of the scale-out store: Redis, then Postgres (not the hot path).
-async fn resolve_remote(state: &AppState, code: &str) -> Response {
-    match state.store.resolve_remote(code).await {
+async fn resolve_remote(state: &AppState, code: &str, visit: bool) -> Response {
+    let lookup = if visit {
+        state.store.resolve_remote(code).await
+    } else {
+        state.store.peek_remote(code).await
+    };
+    match lookup {
         Ok(Lookup::Found(location)) => found(code, location, HeaderMap::new()),
         Ok(Lookup::Expired) => ApiError::Gone.into_response(),
         Ok(Lookup::Missing) => ApiError::NotFound.into_response(),

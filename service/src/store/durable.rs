@@ -18,7 +18,7 @@ use redb::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::index::{Arena, Entry, Index, NEVER};
-use super::{LinkInfo, NewLink, Shared, StoreError};
+use super::{Deleter, LinkInfo, NewLink, Shared, StoreError};
 use crate::domain::{ShortCode, code};
 
 /// code -> record (see [`encode_record`]).
@@ -298,6 +298,7 @@ pub(crate) enum Op {
     },
     Delete {
         code: CompactString,
+        by: Deleter,
         reply: Reply<()>,
     },
     FlushClicks {
@@ -468,7 +469,16 @@ impl Writer {
                             expires_at,
                         });
                     }
-                    Op::Delete { code, .. } => {
+                    Op::Delete { code, by, .. } => {
+                        if let Deleter::Owner(owner) = by {
+                            let other = links.get(code.as_str())?.is_some_and(|r| {
+                                decode_record(r.value()).is_none_or(|r| r.owner != &**owner)
+                            });
+                            if other {
+                                outcomes.push(Outcome::Rejected(StoreError::NotOwner));
+                                continue;
+                            }
+                        }
                         if links.remove(code.as_str())?.is_some() {
                             clicks.remove(code.as_str())?;
                             changed = true;
@@ -524,7 +534,7 @@ impl Writer {
                     clicks: 0,
                 }));
             }
-            (Op::Delete { code, reply }, Outcome::Deleted) => {
+            (Op::Delete { code, reply, .. }, Outcome::Deleted) => {
                 shared.index.remove(code.as_bytes());
                 shared.counters.deletes.fetch_add(1, Ordering::Relaxed);
                 let _ = reply.send(Ok(()));

@@ -90,12 +90,21 @@ pub struct NewLink {
     pub ttl_seconds: Option<u64>,
 }
 
+/// Who deletes a link: an admin key (any link) or a key that may delete its own links only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleter {
+    Admin,
+    Owner(Arc<str>),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("the code is already taken by another link")]
     CodeTaken,
     #[error("no link has this code")]
     NotFound,
+    #[error("the link belongs to another key")]
+    NotOwner,
     #[error("the store is closed")]
     Closed,
     #[error("storage error: {0}")]
@@ -278,6 +287,33 @@ impl Store {
         checks
     }
 
+    /// [`Store::resolve`] without counting a click (`HEAD`: link-preview bots and monitors ask
+    /// whether a link resolves; they are not visitors).
+    pub fn peek(&self, code: &str) -> Lookup {
+        if code.is_empty() || code.len() > MAX_CODE_LEN {
+            return Lookup::Missing;
+        }
+        let shared = &*self.0.shared;
+        shared
+            .index
+            .with(code.as_bytes(), |e| {
+                if e.expires_at != NEVER && e.is_expired(shared.clock.now_unix()) {
+                    Lookup::Expired
+                } else {
+                    Lookup::Found(e.location())
+                }
+            })
+            .unwrap_or(Lookup::Missing)
+    }
+
+    /// [`Store::resolve_remote`] without counting a click (see [`Store::peek`]).
+    pub async fn peek_remote(&self, code: &str) -> Result<Lookup, StoreError> {
+        match &self.0.remote {
+            Some(remote) if remote.load(&self.0.shared, code).await? => Ok(self.peek(code)),
+            _ => Ok(Lookup::Missing),
+        }
+    }
+
     /// The redirect path: the `Location` value of `code`, counting a click.
     /// No disk access and no allocation (the dirty list only grows past its high-water mark).
     pub fn resolve(&self, code: &str) -> Lookup {
@@ -364,12 +400,19 @@ impl Store {
         self.call(|reply| Op::Create { link: new, reply }).await
     }
 
-    /// Deletes a link durably; `NotFound` if there is none with this code.
+    /// Deletes a link durably, whoever owns it; `NotFound` if there is none with this code.
+    pub async fn delete(&self, code: &str) -> Result<(), StoreError> {
+        self.delete_as(code, Deleter::Admin).await
+    }
+
+    /// Deletes a link durably if `by` may: the owner check and the delete are one step, so a
+    /// link another key re-created under the same code in between is never removed.
+    /// `NotFound` if there is no link with this code, `NotOwner` if it is someone else's.
     #[cfg_attr(
         feature = "otel",
         tracing::instrument(name = "store.delete", level = "info", skip_all)
     )]
-    pub async fn delete(&self, code: &str) -> Result<(), StoreError> {
+    pub async fn delete_as(&self, code: &str, by: Deleter) -> Result<(), StoreError> {
         if self.0.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
         }
@@ -377,6 +420,14 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         if let Some(remote) = &self.0.remote {
+            // Until the Postgres delete takes the owner into its statement: checked first.
+            if let Deleter::Owner(owner) = &by {
+                match remote.info(&self.0.shared, code).await? {
+                    None => return Err(StoreError::NotFound),
+                    Some(link) if link.owner != *owner => return Err(StoreError::NotOwner),
+                    Some(_) => {}
+                }
+            }
             remote.delete(&self.0.shared, code).await?;
             self.0
                 .shared
@@ -391,7 +442,7 @@ impl Store {
             return Ok(());
         }
         let code = CompactString::new(code);
-        self.call(|reply| Op::Delete { code, reply }).await
+        self.call(|reply| Op::Delete { code, by, reply }).await
     }
 
     /// Writes the click totals of every link clicked since the last flush, in one durable

@@ -70,10 +70,15 @@ fn a_log_filter_word_that_is_no_level_is_a_config_error() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{word}: {stderr}");
         assert!(stderr.contains("2 problems"), "{stderr}");
+        let named = if how == "env" {
+            "- LINKR_LOG:"
+        } else {
+            "- --log:"
+        };
         let line = stderr
             .lines()
-            .find(|l| l.contains("LINKR_LOG"))
-            .unwrap_or_else(|| panic!("LINKR_LOG not reported:\n{stderr}"));
+            .find(|l| l.contains(named))
+            .unwrap_or_else(|| panic!("{named} not reported:\n{stderr}"));
         assert!(line.contains(word), "{line}");
         assert!(
             line.contains("trace, debug, info, warn, error, off"),
@@ -138,4 +143,55 @@ fn print_config_redacts_secrets() {
         .unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(!stdout.contains("key-0123456789"), "{stdout}");
+}
+
+#[test]
+fn a_problem_names_the_flag_when_given_as_a_flag_and_the_variable_when_from_the_environment() {
+    let output = linkr()
+        .env("LINKR_RATE_LIMIT", "lots")
+        .env("LINKR_ADMIN_ADDR", "127.0.0.1:7002")
+        .args(["--addr", "nonsense", "--api-keys", "alice"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("3 problems"), "{stderr}");
+    let line = |start: &str| {
+        stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("- {start}: ")))
+            .unwrap_or_else(|| panic!("no problem for {start}:\n{stderr}"))
+    };
+    assert!(line("--addr").contains("expected IP:PORT"), "{stderr}");
+    assert!(line("--api-keys").contains("name:key"), "{stderr}");
+    assert!(line("LINKR_RATE_LIMIT").contains("lots"), "{stderr}");
+    for var in ["LINKR_ADDR", "LINKR_API_KEYS"] {
+        assert!(
+            !stderr.contains(var),
+            "{var} was not what the user typed:\n{stderr}"
+        );
+    }
+
+    // The same value from the environment is named by its variable.
+    let output = linkr().env("LINKR_ADDR", "nonsense").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("- LINKR_ADDR: expected IP:PORT"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--addr"), "{stderr}");
+
+    // A cross-reference names each setting as it was given.
+    let output = linkr()
+        .env("LINKR_ADDR", "127.0.0.1:7003")
+        .args(["--admin-addr", "127.0.0.1:7003"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("- --admin-addr: must differ from LINKR_ADDR"),
+        "{stderr}"
+    );
 }

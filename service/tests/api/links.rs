@@ -184,7 +184,7 @@ async fn stats_show_the_link_and_its_clicks() {
     for _ in 0..3 {
         assert_eq!(app.redirect(&created.code).await.status(), 302);
     }
-    let response = app.stats(BOB, &created.code).await;
+    let response = app.stats(ALICE, &created.code).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], created.code.as_str());

@@ -11,3 +11,4 @@ mod metrics;
 mod probes;
 mod ratelimit;
 mod redirect;
+mod security;
