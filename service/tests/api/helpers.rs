@@ -240,12 +240,24 @@ pub struct ChildApp {
     pub child: Child,
     pub addr: SocketAddr,
     pub lines: Arc<Mutex<Vec<String>>>,
+    /// Its stderr, when started with [`ChildApp::spawn_capturing_stderr`].
+    pub stderr_lines: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl ChildApp {
     /// Starts `linkr` with `LINKR_ADDR`/`LINKR_ADMIN_ADDR` on port 0 and `envs`, and waits for
     /// its "listening" log line (which names the bound addresses).
     pub fn spawn(data_dir: &Path, envs: &[(&str, &str)]) -> ChildApp {
+        Self::start(data_dir, envs, false)
+    }
+
+    /// [`ChildApp::spawn`] with stderr captured too ([`ChildApp::stderr`]).
+    pub fn spawn_capturing_stderr(data_dir: &Path, envs: &[(&str, &str)]) -> ChildApp {
+        Self::start(data_dir, envs, true)
+    }
+
+    fn start(data_dir: &Path, envs: &[(&str, &str)], capture_stderr: bool) -> ChildApp {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_linkr"));
         cmd.env_clear()
             .env("LINKR_ADDR", "127.0.0.1:0")
@@ -256,7 +268,11 @@ impl ChildApp {
             .env("LINKR_LOG_FORMAT", "json")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(if capture_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            });
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -264,10 +280,20 @@ impl ChildApp {
             child: cmd.spawn().expect("linkr starts"),
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             lines: Arc::new(Mutex::new(Vec::new())),
+            stderr_lines: Arc::new(Mutex::new(Vec::new())),
+            readers: Vec::new(),
         };
+        if let Some(stderr) = app.child.stderr.take() {
+            let lines = app.stderr_lines.clone();
+            app.readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            }));
+        }
         let stdout = app.child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn({
+        let reader = std::thread::spawn({
             let lines = app.lines.clone();
             move || {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -276,6 +302,7 @@ impl ChildApp {
                 }
             }
         });
+        app.readers.push(reader);
         // On a panic here, `app` is dropped, which kills and reaps the child.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -325,6 +352,18 @@ impl ChildApp {
 
     pub fn stdout(&self) -> String {
         self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits until everything the exited process wrote has been read.
+    pub fn finish_output(&mut self) {
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
+        }
+    }
+
+    /// What it wrote to stderr so far (empty unless captured).
+    pub fn stderr(&self) -> String {
+        self.stderr_lines.lock().unwrap().join("\n")
     }
 }
 

@@ -1,9 +1,11 @@
 //! Authorization and abuse defects: who may read a link's stats, delete racing re-creation,
 //! `HEAD` not counting clicks.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
-use crate::helpers::{ALICE, BOB, ROOT, assert_error, spawn_app};
+use crate::helpers::{ALICE, BOB, ChildApp, ROOT, assert_error, client, spawn_app};
 
 #[tokio::test]
 async fn stats_are_for_the_owner_and_admin_keys_only() {
@@ -98,4 +100,125 @@ async fn deleting_an_expired_code_never_removes_the_link_another_key_recreated()
     }
     // Both orders are legal; the test is only meaningful if the race was run at all.
     println!("alice's delete refused in {refused} of 40 rounds");
+}
+
+/// A whole API session against the real binary, access log on and everything at debug level:
+/// no key, right or wrong, appears in anything it writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_api_key_is_ever_logged_in_a_whole_session_at_debug_level() {
+    let wrong = "wrong-key-0123456789-must-not-be-logged";
+    let dir = tempfile::tempdir().unwrap();
+    let mut linkr = ChildApp::spawn_capturing_stderr(
+        dir.path(),
+        &[
+            ("LINKR_LOG", "debug"),
+            ("LINKR_ACCESS_LOG", "on"),
+            ("LINKR_RATE_LIMIT", "1000"),
+        ],
+    );
+    linkr.wait_started().await;
+    let http = client();
+    let url = |path: &str| linkr.url(path);
+    let send = |request: reqwest::RequestBuilder| async move { request.send().await.unwrap() };
+
+    let created: Value = send(
+        http.post(url("/v1/links"))
+            .bearer_auth(ALICE)
+            .json(&json!({ "url": "https://example.com/session", "code": "session" })),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(created["code"], "session");
+    assert_eq!(send(http.get(url("/session"))).await.status(), 302);
+    assert_eq!(send(http.head(url("/session"))).await.status(), 302);
+    assert_eq!(
+        send(http.get(url("/v1/links/session")).bearer_auth(ALICE))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        send(http.get(url("/v1/links/session")).bearer_auth(ROOT))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        send(http.get(url("/v1/links/session")).bearer_auth(BOB))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        send(http.delete(url("/v1/links/session")).bearer_auth(BOB))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        send(http.get(url("/v1/links/session")).bearer_auth(wrong))
+            .await
+            .status(),
+        401
+    );
+    let raw_wrong = http
+        .post(url("/v1/links"))
+        .header("authorization", format!("Basic {wrong}"))
+        .json(&json!({ "url": "https://example.com/" }));
+    assert_eq!(send(raw_wrong).await.status(), 401);
+    let malformed = http
+        .post(url("/v1/links"))
+        .bearer_auth(ALICE)
+        .header("content-type", "application/json")
+        .body("{not json");
+    assert_eq!(send(malformed).await.status(), 400);
+    let invalid = http
+        .post(url("/v1/links"))
+        .bearer_auth(BOB)
+        .json(&json!({ "url": "ftp://example.com/", "code": "bad code" }));
+    assert_eq!(send(invalid).await.status(), 422);
+    let taken = http
+        .post(url("/v1/links"))
+        .bearer_auth(BOB)
+        .json(&json!({ "url": "https://example.com/", "code": "session" }));
+    assert_eq!(send(taken).await.status(), 409);
+    assert_eq!(
+        send(http.delete(url("/v1/links/session")).bearer_auth(ALICE))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        send(http.delete(url("/v1/links/session")).bearer_auth(ROOT))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(send(http.get(url("/session"))).await.status(), 404);
+
+    linkr.signal(libc::SIGTERM);
+    assert!(linkr.wait_exit(Duration::from_secs(20)).success());
+    linkr.finish_output();
+    let stdout = linkr.stdout();
+    let stderr = linkr.stderr();
+    let access_lines = stdout
+        .lines()
+        .filter(|l| l.contains("linkr::access"))
+        .count();
+    assert!(
+        access_lines >= 15,
+        "the access log was on: {access_lines} lines\n{stdout}"
+    );
+    assert!(
+        stdout.contains("\"level\":\"DEBUG\""),
+        "debug events were written:\n{stdout}"
+    );
+    for key in [ALICE, BOB, ROOT, wrong] {
+        // Any 8-byte piece of a key would do to recognise it.
+        let piece = &key[key.len() - 12..];
+        assert!(!stdout.contains(piece), "{key} in stdout:\n{stdout}");
+        assert!(!stderr.contains(piece), "{key} in stderr:\n{stderr}");
+    }
 }
