@@ -11,7 +11,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::Request;
 use futures_util::future::Either;
-use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +21,7 @@ use crate::config::{Config, humanize};
 use crate::metrics::Metrics;
 use crate::ratelimit::{KeyedLimiter, LimiterClock};
 use crate::routes::{Api, Health, api, startup_router};
-use crate::server::{App, ServeOptions, Server};
+use crate::server::{App, RequestBody, ServeOptions, Server};
 use crate::store::{RemoteConfig, Store, StoreConfig, StoreError};
 
 pub use crate::routes::api_router;
@@ -162,7 +161,7 @@ impl<A> Switch<A> {
 impl<A: App> App for Switch<A> {
     type Future = Either<A::Future, <Router as App>::Future>;
 
-    fn serve(&self, req: Request<Incoming>) -> Self::Future {
+    fn serve(&self, req: Request<RequestBody>) -> Self::Future {
         match self.ready.get() {
             Some(app) => Either::Left(app.serve(req)),
             None => Either::Right(self.starting.serve(req)),
@@ -216,13 +215,21 @@ pub async fn run_with_clock(
     let options = ServeOptions {
         header_timeout: config.header_timeout,
         idle_timeout: config.idle_timeout,
+        body_timeout: config.body_timeout,
+        request_timeout: config.request_timeout,
+        max_connections: config.max_connections,
+        max_in_flight: config.max_in_flight,
+        exempt_paths: PROBES,
         connect_info: !config.rate_limit.is_disabled(),
     };
     let main_server = Server::spawn(listeners.main, main_app.clone(), options)?;
+    // CPU profiles hold a request for their whole capture: no request timeout, no shedding.
     let admin_server = Server::spawn(
         listeners.admin,
         admin_app.clone(),
         ServeOptions {
+            request_timeout: None,
+            max_in_flight: None,
             connect_info: false,
             ..options
         },
@@ -254,8 +261,9 @@ pub async fn run_with_clock(
         () = stop.cancelled() => {
             tracing::info!("stop signal during start-up");
             health.mark_shutting_down();
-            main_server.shutdown().await;
-            admin_server.shutdown().await;
+            let limit = Some(drain_limit(config.shutdown_timeout));
+            main_server.shutdown_within(limit).await;
+            admin_server.shutdown_within(limit).await;
             // The loader cannot be interrupted: let it finish (within the deadline), then close.
             return match tokio::time::timeout(config.shutdown_timeout, loading).await {
                 Ok(Ok(Ok(store))) => store.close().await.map_err(AppError::StoreClose),
@@ -300,6 +308,7 @@ pub async fn run_with_clock(
     tracing::info!(links = store.len(), "ready");
 
     stop.cancelled().await;
+    let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
     health.mark_shutting_down();
     tracing::info!(
         delay = %humanize(config.shutdown_delay),
@@ -309,7 +318,15 @@ pub async fn run_with_clock(
     let sequence = async {
         tokio::time::sleep(config.shutdown_delay).await;
         tracing::info!("closing the listener; draining in-flight requests");
-        main_server.shutdown().await;
+        let drain_until = deadline - shutdown_reserve(config.shutdown_timeout);
+        let limit = drain_until.saturating_duration_since(tokio::time::Instant::now());
+        let cut = main_server.shutdown_within(Some(limit)).await;
+        if cut > 0 {
+            tracing::warn!(
+                connections = cut,
+                "drain deadline reached; cut the connections still open"
+            );
+        }
         tracing::info!("drained; stopping background tasks");
         background.cancel();
         if let Err(e) = maintenance.await {
@@ -320,11 +337,13 @@ pub async fn run_with_clock(
             Ok(n) => tracing::info!(clicks = n, "clicks flushed"),
             Err(e) => tracing::error!(error = %e, "final click flush failed"),
         }
-        let closed = store.close().await;
-        admin_server.shutdown().await;
-        closed
+        store.close().await
     };
-    match tokio::time::timeout(config.shutdown_timeout, sequence).await {
+    let result = tokio::time::timeout_at(deadline, sequence).await;
+    // The admin listener last (metrics stay scrapeable while draining), cut at the deadline.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    admin_server.shutdown_within(Some(left)).await;
+    match result {
         Ok(Ok(())) => {
             tracing::info!("shutdown complete");
             Ok(())
@@ -332,6 +351,21 @@ pub async fn run_with_clock(
         Ok(Err(e)) => Err(AppError::StoreClose(e)),
         Err(_) => Err(AppError::ShutdownTimeout(config.shutdown_timeout)),
     }
+}
+
+/// Paths the main listener never sheds under load (`max_in_flight`): the probes.
+pub const PROBES: &[&str] = &["/healthz", "/readyz", "/startupz"];
+
+/// How long connections may drain within a `shutdown_timeout` before they are cut: all of it
+/// but [`shutdown_reserve`].
+pub fn drain_limit(shutdown_timeout: Duration) -> Duration {
+    shutdown_timeout - shutdown_reserve(shutdown_timeout)
+}
+
+/// The end of a `shutdown_timeout` kept for stopping background tasks, the final click flush
+/// and the store's close: a fifth of it, at most 5 s.
+pub fn shutdown_reserve(shutdown_timeout: Duration) -> Duration {
+    (shutdown_timeout / 5).min(Duration::from_secs(5))
 }
 
 fn spawn_limiter_housekeeping(

@@ -89,6 +89,16 @@ pub struct Config {
     /// `None`: connections are never closed for idleness (the header timeout still applies).
     #[serde(serialize_with = "ser_opt_duration")]
     pub idle_timeout: Option<Duration>,
+    /// `None`: a handler may wait for the next piece of a request body forever.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub body_timeout: Option<Duration>,
+    /// `None`: no limit on a request's time to its response (main listener only).
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub request_timeout: Option<Duration>,
+    /// `None`: no limit on open connections (per listener).
+    pub max_connections: Option<usize>,
+    /// `None`: no limit on requests in progress on the main listener.
+    pub max_in_flight: Option<usize>,
     #[serde(serialize_with = "ser_duration")]
     pub click_flush_interval: Duration,
     #[serde(serialize_with = "ser_duration")]
@@ -117,6 +127,10 @@ impl Default for Config {
             shutdown_delay: Duration::from_secs(5),
             header_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(60)),
+            body_timeout: Some(Duration::from_secs(10)),
+            request_timeout: Some(Duration::from_secs(30)),
+            max_connections: Some(10_000),
+            max_in_flight: Some(1024),
             click_flush_interval: Duration::from_secs(1),
             purge_interval: Duration::from_secs(60),
             database_url: None,
@@ -310,6 +324,18 @@ pub struct RawConfig {
     /// A connection with no request in flight and no bytes moving for this long is closed; 0 disables.
     #[arg(long, env = "LINKR_IDLE_TIMEOUT", default_value = "60s")]
     pub idle_timeout: String,
+    /// A request whose handler waits this long for the next piece of its body is answered 408; 0 disables.
+    #[arg(long, env = "LINKR_BODY_TIMEOUT", default_value = "10s")]
+    pub body_timeout: String,
+    /// A request not answered this long after its head is answered 408 (main listener); 0 disables.
+    #[arg(long, env = "LINKR_REQUEST_TIMEOUT", default_value = "30s")]
+    pub request_timeout: String,
+    /// Most open connections per listener; more are answered 503 and closed at once; 0 disables.
+    #[arg(long, env = "LINKR_MAX_CONNECTIONS", default_value = "10000")]
+    pub max_connections: String,
+    /// Most requests in progress on the main listener; more are shed with 503 and Retry-After; 0 disables.
+    #[arg(long, env = "LINKR_MAX_IN_FLIGHT", default_value = "1024")]
+    pub max_in_flight: String,
     /// How often aggregated click counts are written to the store (at most 1s).
     #[arg(long, env = "LINKR_CLICK_FLUSH_INTERVAL", default_value = "1s")]
     pub click_flush_interval: String,
@@ -442,6 +468,13 @@ impl RawConfig {
             parse_duration(&self.header_timeout).and_then(positive),
         );
         let idle_timeout = p.check("LINKR_IDLE_TIMEOUT", parse_duration(&self.idle_timeout));
+        let body_timeout = p.check("LINKR_BODY_TIMEOUT", parse_duration(&self.body_timeout));
+        let request_timeout = p.check(
+            "LINKR_REQUEST_TIMEOUT",
+            parse_duration(&self.request_timeout),
+        );
+        let max_connections = p.check("LINKR_MAX_CONNECTIONS", parse_u32(&self.max_connections));
+        let max_in_flight = p.check("LINKR_MAX_IN_FLIGHT", parse_u32(&self.max_in_flight));
         let click_flush_interval = p.check(
             "LINKR_CLICK_FLUSH_INTERVAL",
             parse_duration(&self.click_flush_interval)
@@ -536,6 +569,11 @@ impl RawConfig {
             shutdown_delay,
             header_timeout,
             idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
+            // Each is `Some` here (a `None` recorded a problem); zero disables.
+            body_timeout: body_timeout.filter(|d| !d.is_zero()),
+            request_timeout: request_timeout.filter(|d| !d.is_zero()),
+            max_connections: max_connections.filter(|&n| n > 0).map(|n| n as usize),
+            max_in_flight: max_in_flight.filter(|&n| n > 0).map(|n| n as usize),
             click_flush_interval,
             purge_interval,
             database_url,

@@ -22,7 +22,6 @@ use axum::response::Response;
 use axum::routing::future::RouteFuture;
 use axum::routing::{MethodRouter, get, get_service, post};
 use bytes::Bytes;
-use hyper::body::Incoming;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use tower::{Layer, Service, ServiceBuilder};
 
@@ -30,7 +29,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::metrics::{KNOWN_ROUTES, Metrics, MetricsLayer, MetricsService};
 use crate::middleware::{RequestContext, RequestContextLayer};
-use crate::server::App;
+use crate::server::{App, RequestBody};
 use redirect::Redirect;
 
 pub use health::Health;
@@ -168,7 +167,7 @@ impl Api {
 impl App for Api {
     type Future = ApiFuture;
 
-    fn serve(&self, req: axum::http::Request<Incoming>) -> ApiFuture {
+    fn serve(&self, req: axum::http::Request<RequestBody>) -> ApiFuture {
         self.serve_request(req)
     }
 }

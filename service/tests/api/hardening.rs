@@ -130,8 +130,7 @@ async fn a_panicking_handler_becomes_a_json_500_and_the_server_lives_on() {
         Arc::new(router),
         ServeOptions {
             header_timeout: Duration::from_secs(5),
-            idle_timeout: None,
-            connect_info: false,
+            ..ServeOptions::default()
         },
     )
     .unwrap();
