@@ -5,6 +5,10 @@
 #                                 print LINKR_TEST_DATABASE_URL=... and LINKR_TEST_REDIS_URL=...
 #                                 and write them as exports to $STATE/env (source it)
 #   scripts/services.sh stop      stop both and remove their data
+#   scripts/services.sh stop-redis | start-redis | stop-postgres | start-postgres | restart-postgres
+#                                 fault injection (service/tests/reliability_faults.rs): stop or
+#                                 start one of them on the same port, keeping its data; each
+#                                 returns once the service is down or answering
 #
 # Loopback only, free ports, trust auth, no persistence (fsync off, Redis without RDB/AOF).
 # State lives in $LINKR_SERVICES_DIR (default /tmp/linkr-services).
@@ -33,6 +37,42 @@ pg_running() {
 
 redis_running() {
     [ -f "$STATE/redis.port" ] && redis-cli -h 127.0.0.1 -p "$(cat "$STATE/redis.port")" ping >/dev/null 2>&1
+}
+
+pg_start() {
+    as_pg "$PG_BIN/pg_ctl" -D "$STATE/pg/data" -l "$STATE/pg/postgres.log" -w -t 30 \
+        -o "-c listen_addresses=127.0.0.1 -p $(cat "$STATE/pg.port") -k $STATE/pg -c fsync=off -c full_page_writes=off -c max_connections=200" \
+        start >/dev/null || { tail -20 "$STATE/pg/postgres.log" >&2; exit 1; }
+}
+
+pg_stop() {
+    as_pg "$PG_BIN/pg_ctl" -D "$STATE/pg/data" -m fast -w -t 30 stop >/dev/null
+}
+
+redis_start() {
+    redis-server --bind 127.0.0.1 --port "$(cat "$STATE/redis.port")" --save '' --appendonly no \
+        --daemonize yes --dir "$STATE" --pidfile "$STATE/redis.pid" --logfile "$STATE/redis.log"
+    for _ in $(seq 100); do
+        redis_running && return
+        sleep 0.1
+    done
+    tail -20 "$STATE/redis.log" >&2
+    exit 1
+}
+
+redis_stop() {
+    redis-cli -h 127.0.0.1 -p "$(cat "$STATE/redis.port")" shutdown nosave >/dev/null 2>&1 || true
+    for _ in $(seq 100); do
+        redis_running || return 0
+        sleep 0.1
+    done
+    echo "redis did not stop" >&2
+    exit 1
+}
+
+need_state() {
+    [ -f "$STATE/pg.port" ] && [ -f "$STATE/redis.port" ] \
+        || { echo "no services in $STATE: run $0 start first" >&2; exit 2; }
 }
 
 stop() {
@@ -73,21 +113,14 @@ start() {
 
     local pg_port redis_port
     pg_port=$(free_port)
+    echo "$pg_port" >"$STATE/pg.port"
     as_pg "$PG_BIN/initdb" -D "$STATE/pg/data" -U postgres -A trust --no-sync >"$STATE/pg/initdb.log" 2>&1 \
         || { cat "$STATE/pg/initdb.log" >&2; exit 1; }
-    as_pg "$PG_BIN/pg_ctl" -D "$STATE/pg/data" -l "$STATE/pg/postgres.log" -w -t 30 \
-        -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $STATE/pg -c fsync=off -c full_page_writes=off -c max_connections=200" \
-        start >/dev/null || { cat "$STATE/pg/postgres.log" >&2; exit 1; }
+    pg_start
 
     redis_port=$(free_port)
-    redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
-        --daemonize yes --dir "$STATE" --pidfile "$STATE/redis.pid" --logfile "$STATE/redis.log"
     echo "$redis_port" >"$STATE/redis.port"
-    for _ in $(seq 100); do
-        redis_running && break
-        sleep 0.1
-    done
-    redis_running || { cat "$STATE/redis.log" >&2; exit 1; }
+    redis_start
 
     cat >"$ENV_FILE" <<EOF
 export LINKR_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/postgres
@@ -99,8 +132,13 @@ EOF
 case "${1:-start}" in
     start) start ;;
     stop) stop ;;
+    stop-redis) need_state; redis_stop ;;
+    start-redis) need_state; redis_start ;;
+    stop-postgres) need_state; pg_stop ;;
+    start-postgres) need_state; pg_start ;;
+    restart-postgres) need_state; pg_stop; pg_start ;;
     *)
-        echo "usage: $0 [start|stop]" >&2
+        echo "usage: $0 [start|stop|stop-redis|start-redis|stop-postgres|start-postgres|restart-postgres]" >&2
         exit 2
         ;;
 esac

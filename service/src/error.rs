@@ -176,6 +176,10 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound,
             StoreError::NotOwner => ApiError::Forbidden,
             StoreError::Closed => ApiError::Unavailable("the store is closed"),
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "database unavailable");
+                ApiError::Unavailable("the database is not available; retry later")
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -2,206 +2,17 @@
 //!
 //! Needs a real Postgres and Redis: `LINKR_TEST_DATABASE_URL` and `LINKR_TEST_REDIS_URL`
 //! (`scripts/services.sh` starts throwaway ones and prints both). Without them these tests
-//! fail rather than pass silently.
+//! fail rather than pass silently. Faults (a blackholed or slow backend, a dead subscription)
+//! are made with a TCP proxy in front of one instance's backend, so they touch no other test.
 
-use std::net::SocketAddr;
+mod scaleout_support;
+
 use std::time::{Duration, Instant};
 
-use linkr::app::{AppError, Listeners, run};
-use linkr::config::{ApiKey, Config, Secret};
+use redis::AsyncCommands;
 use serde_json::{Value, json};
-use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-const ALICE: &str = "alice-key-0123456789";
-const BOB: &str = "bob-key-0123456789";
-/// Every wait on an observable result gives up after this.
-const WAIT: Duration = Duration::from_secs(10);
-
-fn backend_urls() -> (String, String) {
-    let get = |var: &str| {
-        std::env::var(var).unwrap_or_else(|_| {
-            panic!(
-                "{var} is not set: the scale-out tests need a real Postgres and Redis; \
-                 run scripts/services.sh, export the two variables it prints \
-                 (`. /tmp/linkr-services/env`), then run them again"
-            )
-        })
-    };
-    (get("LINKR_TEST_DATABASE_URL"), get("LINKR_TEST_REDIS_URL"))
-}
-
-fn config(dir: &TempDir, database_url: &str, redis_url: Option<&str>) -> Config {
-    let key = |name: &str, key: &str| ApiKey {
-        name: name.into(),
-        key: Secret::new(key.into()),
-        admin: false,
-    };
-    Config {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        api_keys: vec![key("alice", ALICE), key("bob", BOB)],
-        access_log: false,
-        shutdown_delay: Duration::ZERO,
-        shutdown_timeout: Duration::from_secs(10),
-        click_flush_interval: Duration::from_millis(50),
-        database_url: Some(Secret::new(database_url.into())),
-        redis_url: redis_url.map(|u| Secret::new(u.into())),
-        ..Config::default()
-    }
-}
-
-struct Instance {
-    base: String,
-    client: reqwest::Client,
-    _dir: TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    handle: JoinHandle<Result<(), AppError>>,
-}
-
-impl Instance {
-    /// Starts an instance and waits until it has started (not necessarily ready).
-    async fn start(database_url: &str, redis_url: Option<&str>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = config(&dir, database_url, redis_url);
-        let listeners = Listeners {
-            main: TcpListener::bind(config.addr).await.unwrap(),
-            admin: TcpListener::bind(config.admin_addr).await.unwrap(),
-        };
-        let addr: SocketAddr = listeners.main.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(run(config, listeners, async {
-            let _ = stopped.await;
-        }));
-        let instance = Self {
-            base: format!("http://{addr}"),
-            client: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
-            _dir: dir,
-            stop: Some(stop),
-            handle,
-        };
-        instance.wait_status("/startupz", 200).await;
-        instance
-    }
-
-    /// Started on the shared backends and ready (Postgres answers, subscribed to invalidations).
-    async fn ready() -> Self {
-        let (database_url, redis_url) = backend_urls();
-        let instance = Self::start(&database_url, Some(&redis_url)).await;
-        instance.wait_status("/readyz", 200).await;
-        instance
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.unwrap()
-    }
-
-    /// Polls `path` until it answers `status` (bounded by [`WAIT`]).
-    async fn wait_status(&self, path: &str, status: u16) -> reqwest::Response {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(response) = self.client.get(self.url(path)).send().await {
-                if response.status() == status {
-                    return response;
-                }
-                if Instant::now() > deadline {
-                    panic!(
-                        "{path} still answers {} (wanted {status}): {}",
-                        response.status(),
-                        response.text().await.unwrap_or_default()
-                    );
-                }
-            } else if Instant::now() > deadline {
-                panic!("{path} does not answer");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn create(&self, key: &str, body: Value) -> reqwest::Response {
-        self.client
-            .post(self.url("/v1/links"))
-            .bearer_auth(key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn create_ok(&self, body: Value) -> String {
-        let response = self.create(ALICE, body).await;
-        assert_eq!(response.status(), 201, "{:?}", response.text().await);
-        let created: Value = response.json().await.unwrap();
-        created["code"].as_str().unwrap().to_string()
-    }
-
-    async fn stats(&self, code: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(&format!("/v1/links/{code}")))
-            .bearer_auth(ALICE)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn clicks(&self, code: &str) -> u64 {
-        let response = self.stats(code).await;
-        assert_eq!(response.status(), 200);
-        let body: Value = response.json().await.unwrap();
-        body["clicks"].as_u64().unwrap()
-    }
-
-    async fn delete(&self, key: &str, code: &str) -> reqwest::Response {
-        self.client
-            .delete(self.url(&format!("/v1/links/{code}")))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(20), self.handle)
-            .await
-            .expect("shutdown within 20s")
-            .expect("run did not panic")
-            .expect("clean shutdown");
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// Polls `f` until it returns `want` (bounded by [`WAIT`]); returns the last value.
-async fn eventually<F, Fut>(want: u64, mut f: F) -> u64
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = u64>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = f().await;
-        if got == want || Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use scaleout_support::{ALICE, BOB, Instance, Proxy, WAIT, backend_urls, eventually, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_created_on_a_redirects_on_b_and_a_delete_reaches_b() {
@@ -271,6 +82,7 @@ async fn readyz_is_503_with_a_failing_postgres_check_when_the_database_is_down()
     let database_url = format!("postgres://linkr@127.0.0.1:{port}/linkr");
     let instance = Instance::start(&database_url, None).await;
 
+    // Never reached Postgres: nothing to serve, so not ready (not merely degraded).
     let started = Instant::now();
     let response = instance.get("/readyz").await;
     assert!(
@@ -279,6 +91,7 @@ async fn readyz_is_503_with_a_failing_postgres_check_when_the_database_is_down()
     );
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "not_ready", "{body}");
     assert_eq!(body["checks"]["postgres"]["ok"], false, "{body}");
     assert_eq!(body["checks"]["store"]["ok"], true, "{body}");
     assert!(body["checks"].get("redis").is_none(), "{body}");
@@ -317,11 +130,7 @@ async fn links_and_clicks_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_an_instance_reads_postgres_and_drops_deleted_links() {
     let (database_url, _) = backend_urls();
-    let (a, c) = tokio::join!(Instance::ready(), async {
-        let c = Instance::start(&database_url, None).await;
-        c.wait_status("/readyz", 200).await;
-        c
-    });
+    let (a, c) = tokio::join!(Instance::ready(), Instance::ready_on(&database_url, None));
     let code = a
         .create_ok(json!({ "url": "https://example.com/no-redis" }))
         .await;
@@ -330,4 +139,274 @@ async fn without_redis_an_instance_reads_postgres_and_drops_deleted_links() {
     // No invalidation channel: the periodic revalidation (every 5 s) drops it.
     c.wait_status(&format!("/{code}"), 404).await;
     tokio::join!(a.stop(), c.stop());
+}
+
+/// A direct connection to the test database (to change rows behind linkr's back).
+async fn database() -> tokio_postgres::Client {
+    let (database_url, _) = backend_urls();
+    let (client, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    let (_, redis_url) = backend_urls();
+    redis::Client::open(redis_url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_database_makes_misses_and_writes_a_fast_json_503_while_hits_are_served() {
+    let (database_url, redis_url) = backend_urls();
+    let (proxy, through) = Proxy::in_front_of(&database_url).await;
+    let (a, b) = tokio::join!(
+        Instance::ready(),
+        Instance::ready_on(&through, Some(&redis_url))
+    );
+    let cached = b
+        .create_ok(json!({ "url": "https://example.com/held" }))
+        .await;
+    let elsewhere = a
+        .create_ok(json!({ "url": "https://example.com/elsewhere" }))
+        .await;
+
+    proxy.freeze();
+    // A link in B's index still redirects.
+    assert_eq!(b.get(&format!("/{cached}")).await.status(), 302);
+    // A miss, a read and a write need the database: a JSON 503 with Retry-After, quickly.
+    for (method, path) in [
+        ("GET", format!("/{elsewhere}")),
+        ("GET", format!("/v1/links/{cached}")),
+        ("POST", "/v1/links".to_string()),
+    ] {
+        let started = Instant::now();
+        let request = match method {
+            "GET" => b.client.get(b.url(&path)).bearer_auth(ALICE),
+            _ => b
+                .client
+                .post(b.url(&path))
+                .bearer_auth(ALICE)
+                .json(&json!({ "url": "https://example.com/new" })),
+        };
+        let response = request.send().await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(response.status(), 503, "{method} {path}");
+        assert_eq!(response.headers()["retry-after"], "1");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "unavailable", "{body}");
+        assert!(
+            took < Duration::from_secs(4),
+            "{method} {path} took {took:?} against a hung database"
+        );
+    }
+    // Degraded, not unready: hits are served, and every replica shares this database.
+    let started = Instant::now();
+    let (status, body) = b.readiness().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "readiness is bounded"
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["checks"]["postgres"]["ok"], false, "{body}");
+    assert_eq!(body["checks"]["redis"]["ok"], true, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("postgres"),
+        "{body}"
+    );
+
+    // The database answers again: B recovers by itself.
+    proxy.thaw();
+    b.wait_readiness("ready").await;
+    b.wait_status(&format!("/{elsewhere}"), 302).await;
+    assert_eq!(
+        b.create(ALICE, json!({ "url": "https://example.com/after" }))
+            .await
+            .status(),
+        201
+    );
+    tokio::join!(a.stop(), b.stop());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_invalidation_subscription_is_reported_and_replaced_by_itself() {
+    let (database_url, redis_url) = backend_urls();
+    let (proxy, through) = Proxy::in_front_of(&redis_url).await;
+    let (a, b) = tokio::join!(
+        Instance::ready(),
+        Instance::ready_on(&database_url, Some(&through))
+    );
+    // Its connection stays open but answers nothing; the cache connection still answers pings.
+    assert!(
+        proxy.freeze_subscribers() >= 1,
+        "B subscribed through the proxy"
+    );
+    let (status, body) = b
+        .wait_readiness_for("degraded", Duration::from_secs(5))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["redis"]["ok"], false, "{body}");
+    assert!(
+        body["checks"]["redis"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("subscription"),
+        "{body}"
+    );
+    // A new subscription, by itself; invalidations reach B again.
+    b.wait_readiness("ready").await;
+    let code = a
+        .create_ok(json!({ "url": "https://example.com/resubscribed" }))
+        .await;
+    assert_eq!(b.get(&format!("/{code}")).await.status(), 302);
+    assert_eq!(a.delete(ALICE, &code).await.status(), 204);
+    b.wait_status(&format!("/{code}"), 404).await;
+    tokio::join!(a.stop(), b.stop());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_fill_that_read_the_row_before_its_delete_does_not_bring_it_back() {
+    let (database_url, redis_url) = backend_urls();
+    let (pg_proxy, pg_through) = Proxy::in_front_of(&database_url).await;
+    let (redis_proxy, redis_through) = Proxy::in_front_of(&redis_url).await;
+    let (a, b) = tokio::join!(
+        Instance::ready(),
+        Instance::ready_on(&pg_through, Some(&redis_through))
+    );
+    let code = a
+        .create_ok(json!({ "url": "https://example.com/deleted-meanwhile" }))
+        .await;
+
+    // B reads the row, its answer held by the proxy; the delete commits meanwhile; B's
+    // invalidation never arrives (its subscription is blackholed). B then fills the cache.
+    pg_proxy.delay_responses(Duration::from_millis(600));
+    redis_proxy.freeze_subscribers();
+    let seen = pg_proxy.requests();
+    let path = format!("/{code}");
+    let miss = tokio::spawn({
+        let client = b.client.clone();
+        let url = b.url(&path);
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    });
+    pg_proxy.wait_requests_past(seen).await;
+    assert_eq!(a.delete(ALICE, &code).await.status(), 204);
+    let answered = miss.await.unwrap();
+    assert!(answered == 302 || answered == 404, "{answered}");
+    pg_proxy.delay_responses(Duration::ZERO);
+
+    // No instance gets the deleted link from the cache.
+    let c = Instance::ready().await;
+    assert_eq!(c.get(&path).await.status(), 404);
+    let mut redis = redis_connection().await;
+    let cached: Option<String> = redis.get(format!("linkr:link:{{{code}}}")).await.unwrap();
+    assert_eq!(cached, None, "the deleted link is back in Redis");
+    // And B drops it by itself (resubscribed or revalidated).
+    b.wait_status(&path, 404).await;
+    tokio::join!(a.stop(), b.stop(), c.stop());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_index_entries_are_revalidated_when_an_invalidation_never_comes() {
+    let b = Instance::ready().await;
+    let code = b
+        .create_ok(json!({ "url": "https://example.com/removed-behind-its-back" }))
+        .await;
+    assert_eq!(b.get(&format!("/{code}")).await.status(), 302);
+    // Deleted without an invalidation (as by an instance whose publish failed).
+    let removed = database()
+        .await
+        .execute("DELETE FROM links WHERE code = $1", &[&code])
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    b.wait_status(&format!("/{code}"), 404).await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_miss_during_a_storm_of_invalidations_of_its_code_still_redirects() {
+    let (a, b) = tokio::join!(Instance::ready(), Instance::ready());
+    let code = a
+        .create_ok(json!({ "url": "https://example.com/storm" }))
+        .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm = tokio::spawn({
+        let code = code.clone();
+        let stop = stop.clone();
+        async move {
+            let mut redis = redis_connection().await;
+            let deadline = Instant::now() + WAIT;
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                let _: () = redis.publish("linkr:invalidate", &code).await.unwrap();
+                sent += 1;
+            }
+            sent
+        }
+    });
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..50 {
+        let status = b.get(&format!("/{code}")).await.status().as_u16();
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = storm.await.unwrap();
+    assert!(sent > 50, "the storm sent {sent} invalidations");
+    assert_eq!(
+        statuses.keys().copied().collect::<Vec<_>>(),
+        [302],
+        "{statuses:?}"
+    );
+    // Every redirect counted a click, kept in the index or not.
+    assert_eq!(eventually(50, || a.clicks(&code)).await, 50);
+    tokio::join!(a.stop(), b.stop());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_racing_a_re_creation_of_its_code_leaves_the_new_link() {
+    let (database_url, redis_url) = backend_urls();
+    let (proxy, through) = Proxy::in_front_of(&database_url).await;
+    let (a, b) = tokio::join!(
+        Instance::ready_on(&through, Some(&redis_url)),
+        Instance::ready()
+    );
+    let code = unique("reused");
+    let created = a
+        .create(
+            ALICE,
+            json!({ "url": "https://example.com/alice", "code": code, "ttl_seconds": 1 }),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    b.wait_status(&format!("/{code}"), 410).await;
+
+    // Alice's delete of her expired link goes out (its answers held by the proxy) while Bob
+    // re-creates the code.
+    proxy.delay_responses(Duration::from_millis(300));
+    let seen = proxy.requests();
+    let delete = tokio::spawn({
+        let client = a.client.clone();
+        let url = a.url(&format!("/v1/links/{code}"));
+        async move {
+            let response = client.delete(url).bearer_auth(ALICE).send().await.unwrap();
+            response.status().as_u16()
+        }
+    });
+    proxy.wait_requests_past(seen).await;
+    let body = json!({ "url": "https://example.com/bob", "code": code });
+    let recreated = b.create(BOB, body).await.status().as_u16();
+    let deleted = delete.await.unwrap();
+    proxy.delay_responses(Duration::ZERO);
+    assert_eq!(recreated, 201, "Bob re-creates the expired code");
+    assert!(deleted == 204 || deleted == 403, "{deleted}");
+    // Alice's delete removed her link or nothing: Bob's link stays.
+    let redirect = b.get(&format!("/{code}")).await;
+    assert_eq!(redirect.status(), 302);
+    assert_eq!(redirect.headers()["location"], "https://example.com/bob");
+    tokio::join!(a.stop(), b.stop());
 }

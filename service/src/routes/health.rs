@@ -1,5 +1,14 @@
 //! Probes: `/healthz` (the process answers), `/readyz` (can serve traffic), `/startupz`
 //! (start-up finished).
+//!
+//! Readiness and the scale-out backends: a failing Postgres or Redis check makes an instance
+//! `degraded` (200), not unready (503), once it has reached Postgres since start. Every
+//! replica shares those backends, so a blip fails the check on all of them at once; a 503
+//! would take every replica out of the Service and turn a partial outage (links in the index
+//! still redirect, misses and writes answer 503 fast) into a total one, with no healthy
+//! replica to shift traffic to. The failed check is named in the body and logged. An instance
+//! that has never reached Postgres has nothing to serve and is not ready; so is one that is
+//! closing or draining.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,17 +67,22 @@ pub struct Checks {
     pub store: Check,
     /// Passes until a stop signal arrives.
     pub shutting_down: Check,
-    /// Postgres answers (only with `LINKR_DATABASE_URL`).
+    /// Postgres answers (only with `LINKR_DATABASE_URL`). Failing after the instance reached
+    /// it once: `degraded`, still 200.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub postgres: Option<Check>,
-    /// Redis answers and the invalidation subscription is live (only with `LINKR_REDIS_URL`).
+    /// Redis answers and the invalidation subscription is live: its own connection answered a
+    /// ping within the last few seconds (only with `LINKR_REDIS_URL`). Failing: `degraded`,
+    /// still 200 (misses go to Postgres; the index is revalidated every few seconds).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<Check>,
 }
 
-/// `/readyz` body. When not ready it also carries `error` and `message`, like every 5xx.
+/// `/readyz` body. When not ready it also carries `error` and `message`, like every 5xx;
+/// when degraded, `message` names the failing checks.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
+    /// `ready` (200), `degraded` (200: serving, a scale-out backend failing) or `not_ready` (503).
     #[schema(example = "ready")]
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,7 +101,7 @@ pub async fn healthz() -> Response {
 
 /// Readiness: the store answers and no stop signal has arrived.
 #[utoipa::path(get, path = "/readyz", tag = "probes", responses(
-    (status = 200, description = "Ready for traffic", body = Readiness),
+    (status = 200, description = "Ready for traffic (`ready`, or `degraded` when a scale-out backend fails)", body = Readiness),
     (status = 503, description = "Not ready (starting, store failing or shutting down)", body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let store = match state.store.check() {
@@ -114,7 +128,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
                 tracing::warn!(error = %e, check = name, "readiness: dependency check failed");
                 Check {
                     ok: false,
-                    message: Some(format!("{name} is not available")),
+                    message: Some(e),
                 }
             }
         };
@@ -123,7 +137,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             _ => redis = Some(check),
         }
     }
-    readiness(store, postgres, redis, &state.health)
+    let can_degrade = state.store.backends_reached();
+    readiness(store, postgres, redis, can_degrade, &state.health)
 }
 
 /// `/readyz` while the store is still loading.
@@ -132,13 +147,15 @@ pub async fn readyz_starting(State(health): State<Arc<Health>>) -> Response {
         ok: false,
         message: Some("the store is loading".into()),
     };
-    readiness(store, None, None, &health)
+    readiness(store, None, None, false, &health)
 }
 
+/// `can_degrade`: failing backend checks leave the instance serving (see the module doc).
 fn readiness(
     store: Check,
     postgres: Option<Check>,
     redis: Option<Check>,
+    can_degrade: bool,
     health: &Health,
 ) -> Response {
     let shutting_down = if health.is_shutting_down() {
@@ -152,26 +169,28 @@ fn readiness(
             message: None,
         }
     };
-    let ready = store.ok
-        && shutting_down.ok
-        && postgres.as_ref().is_none_or(|c| c.ok)
-        && redis.as_ref().is_none_or(|c| c.ok);
+    let backends_ok = postgres.as_ref().is_none_or(|c| c.ok) && redis.as_ref().is_none_or(|c| c.ok);
+    let serving = store.ok && shutting_down.ok && (backends_ok || can_degrade);
+    let status = match (serving, backends_ok) {
+        (true, true) => "ready",
+        (true, false) => "degraded",
+        (false, _) => "not_ready",
+    };
+    let failed = [
+        Some(&store),
+        Some(&shutting_down),
+        postgres.as_ref(),
+        redis.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|c| c.message.as_deref())
+    .collect::<Vec<_>>()
+    .join("; ");
     let body = Readiness {
-        status: if ready { "ready" } else { "not_ready" },
-        error: (!ready).then_some("not_ready"),
-        message: (!ready).then(|| {
-            [
-                Some(&store),
-                Some(&shutting_down),
-                postgres.as_ref(),
-                redis.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.message.as_deref())
-            .collect::<Vec<_>>()
-            .join("; ")
-        }),
+        status,
+        error: (!serving).then_some("not_ready"),
+        message: (status != "ready").then_some(failed),
         checks: Checks {
             store,
             shutting_down,
@@ -179,7 +198,7 @@ fn readiness(
             redis,
         },
     };
-    let status = if ready {
+    let status = if serving {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -107,6 +107,9 @@ pub enum StoreError {
     NotOwner,
     #[error("the store is closed")]
     Closed,
+    /// The scale-out backend did not answer (down, restarting, or slower than its timeouts).
+    #[error("the database is not available: {0}")]
+    Unavailable(String),
     #[error("storage error: {0}")]
     Backend(String),
 }
@@ -314,6 +317,16 @@ impl Store {
         }
     }
 
+    /// Whether the scale-out store has reached Postgres since it started, so that its index
+    /// may hold links to serve while a backend is away (readiness then reports the instance
+    /// degraded rather than not ready). `false` for the embedded store.
+    pub fn backends_reached(&self) -> bool {
+        self.0
+            .remote
+            .as_ref()
+            .is_some_and(|remote| remote.has_reached_postgres())
+    }
+
     /// The redirect path: the `Location` value of `code`, counting a click.
     /// No disk access and no allocation (the dirty list only grows past its high-water mark).
     pub fn resolve(&self, code: &str) -> Lookup {
@@ -420,15 +433,7 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         if let Some(remote) = &self.0.remote {
-            // Until the Postgres delete takes the owner into its statement: checked first.
-            if let Deleter::Owner(owner) = &by {
-                match remote.info(&self.0.shared, code).await? {
-                    None => return Err(StoreError::NotFound),
-                    Some(link) if link.owner != *owner => return Err(StoreError::NotOwner),
-                    Some(_) => {}
-                }
-            }
-            remote.delete(&self.0.shared, code).await?;
+            remote.delete(&self.0.shared, code, &by).await?;
             self.0
                 .shared
                 .counters
