@@ -61,8 +61,10 @@ impl Quota {
         self.burst.max(1)
     }
 
+    /// Rounded up, so that no window admits more than `burst + per_second * t` (rounded down, a
+    /// rate such as 24/s admitted one request too many over windows of whole intervals).
     fn emission_interval_nanos(&self) -> u64 {
-        (NANOS_PER_SECOND / u64::from(self.per_second)).max(1)
+        NANOS_PER_SECOND.div_ceil(u64::from(self.per_second))
     }
 }
 
