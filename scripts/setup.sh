@@ -2,7 +2,8 @@
 # Installs what the lab needs beyond the Rust toolchain, once: valgrind (instruction-count
 # benches), chromium (report rendering test), wrk (generator-ceiling comparison), perf (Debian's
 # linux-perf: the CPU profiler's agreement test records the same threads with `perf record`),
-# jq, curl and GNU time (scripts/gen-ceiling.sh reads JSON results and CPU seconds).
+# jq, curl and GNU time (scripts/gen-ceiling.sh reads JSON results and CPU seconds), python3
+# (scripts/reliability.sh's report and its browser test).
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
 
@@ -13,6 +14,7 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v perf >/dev/null 2>&1 || need+=(linux-perf)
 command -v jq >/dev/null 2>&1 || need+=(jq)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -x /usr/bin/time ] || need+=(time)
 

@@ -57,8 +57,10 @@ def reliability_lines(text):
 
 
 def libtest_results(text):
-    """{test name: "ok"|"FAILED"|"ignored"} from libtest's output, captured or --nocapture."""
+    """{test name: "ok"|"FAILED"|"ignored"|None} from libtest's output, captured or --nocapture,
+    and {test name: reason} for the ignored ones that give one."""
     results = {}
+    ignore_reasons = {}
     pending = None
     in_failures = False
     for line in text.splitlines():
@@ -68,6 +70,8 @@ def libtest_results(text):
             v = VERDICT.match(rest)
             if v:
                 results[name] = v.group(1)
+                if v.group(1) == "ignored" and rest.startswith("ignored, "):
+                    ignore_reasons[name] = rest[len("ignored, "):]
                 pending = None
             else:
                 results.setdefault(name, None)
@@ -77,6 +81,8 @@ def libtest_results(text):
             s = line.strip()
             if s in ("ok", "FAILED") or s.startswith("ignored"):
                 results[pending] = "ignored" if s.startswith("ignored") else s
+                if s.startswith("ignored, "):
+                    ignore_reasons[pending] = s[len("ignored, "):]
                 pending = None
                 continue
         if line == "failures:":
@@ -87,7 +93,7 @@ def libtest_results(text):
             continue
         if in_failures and line.startswith("    ") and line.strip() in results:
             results[line.strip()] = "FAILED"
-    return results
+    return results, ignore_reasons
 
 
 def short(name):
@@ -101,7 +107,7 @@ def test_cases(source, log_path, exit_code, seconds, origin):
             text = f.read()
     except OSError:
         text = ""
-    results = libtest_results(text)
+    results, ignore_reasons = libtest_results(text)
     lines = reliability_lines(text)
     by_case = {}
     for obj in lines:
@@ -129,7 +135,7 @@ def test_cases(source, log_path, exit_code, seconds, origin):
                 case["verdict"] = "passed"
         elif verdict == "ignored":
             case["verdict"] = "skipped"
-            case["reason"] = "ignored by libtest (#[ignore])"
+            case["reason"] = "ignored: %s" % ignore_reasons.get(name, "#[ignore]")
         elif verdict == "FAILED":
             case["verdict"] = "failed"
             case["reason"] = "the test failed (its log: %s)" % log_path
