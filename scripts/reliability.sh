@@ -119,9 +119,12 @@ for part in schemathesis fuzz deny; do
     step "$script ${args[*]}"
     t0=$SECONDS
     code=0
+    before=$(ls "$OUT/parts")
     timeout --kill-after=10 "$BINARY_TIMEOUT" "$script" "${args[@]}" 2>&1 \
         | tee "$OUT/logs/$part.log" | sed -u "s/^/   [$part] /" || code=${PIPESTATUS[0]}
-    printf '%s\t%s\t%s\n' "$part" "$code" "$((SECONDS - t0))" >>"$OUT/logs/parts.tsv"
+    # The parts this script wrote (usually $OUT/parts/$part.json).
+    written=$(comm -13 <(echo "$before") <(ls "$OUT/parts") | grep '\.json$' | paste -sd, || true)
+    printf '%s\t%s\t%s\t%s\n' "$part" "$code" "$((SECONDS - t0))" "$written" >>"$OUT/logs/parts.tsv"
 done
 
 step "report"

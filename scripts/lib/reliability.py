@@ -7,7 +7,8 @@
     reliability.py split-log WORKSPACE.log OUTDIR     per-binary segments of a `cargo test` log
 
 RUNS.tsv: one test binary a line: source file, its stdout log, exit code, seconds, origin.
-PARTS.tsv: one part script a line: name, exit code, seconds (its part is DIR/parts/NAME.json).
+PARTS.tsv: one part script a line: name, exit code, seconds, the part files it wrote in DIR/parts
+(comma-separated; none: DIR/parts/NAME.json is tried).
 
 A test case is a libtest test of a `reliability_*` test file; its verdict comes from libtest's
 `test NAME ... ok|FAILED|ignored` (and the failures list), what was tried and the figures from
@@ -174,15 +175,15 @@ def test_cases(source, log_path, exit_code, seconds, origin):
     return cases
 
 
-def part_case(parts_dir, name, exit_code, seconds):
-    path = os.path.join(parts_dir, name + ".json")
+def part_case(parts_dir, name, exit_code, seconds, filename=None):
+    path = os.path.join(parts_dir, filename or name + ".json")
     script = "scripts/%s.sh" % name
     try:
         with open(path, encoding="utf-8") as f:
             part = json.load(f)
     except (OSError, ValueError) as e:
         return {
-            "case": name, "test": None, "source": script, "origin": "run",
+            "case": name, "test": None, "source": script, "origin": "run", "part": name,
             "tried": "run %s" % script, "figures": {}, "verdict": "failed",
             "reason": "%s exited %s and left no readable part (%s)" % (script, exit_code, e),
             "binary_seconds": seconds,
@@ -197,6 +198,7 @@ def part_case(parts_dir, name, exit_code, seconds):
         "reason": part.get("reason") or "",
         "binary_seconds": seconds,
         "part": name,
+        "part_file": os.path.splitext(os.path.basename(path))[0],
     }
     if part.get("skipped"):
         case["verdict"] = "skipped"
@@ -248,11 +250,15 @@ def summarize(args):
     cases = []
     for source, log, code, seconds, origin in read_tsv(opts["--runs"]):
         cases += test_cases(source, log, code, float(seconds), origin)
-    for name, code, seconds in read_tsv(opts["--parts-runs"]):
-        cases.append(part_case(os.path.join(out, "parts"), name, code, float(seconds)))
+    for row in read_tsv(opts["--parts-runs"]):
+        name, code, seconds = row[:3]
+        written = [f for f in (row[3] if len(row) > 3 else "").split(",") if f]
+        for filename in written or [None]:
+            cases.append(part_case(os.path.join(out, "parts"), name, code, float(seconds), filename))
     information = {n for n in opts["--information"].split(",") if n}
     for c in cases:
-        c["gate"] = not ({c["case"], c.get("part"), short(c.get("test") or "")} & information)
+        c["gate"] = not ({c["case"], c.get("part"), c.get("part_file"),
+                          short(c.get("test") or "")} & information)
     summary = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "mode": opts["--mode"],
