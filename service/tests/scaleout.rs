@@ -282,18 +282,22 @@ async fn a_cache_fill_that_read_the_row_before_its_delete_does_not_bring_it_back
         .create_ok(json!({ "url": "https://example.com/deleted-meanwhile" }))
         .await;
 
-    // B reads the row, its answer held by the proxy; the delete commits meanwhile; B's
+    // B's connections have the lookup prepared: a miss is then one round trip.
+    for _ in 0..4 {
+        assert_eq!(b.get(&format!("/{}", unique("warm"))).await.status(), 404);
+    }
+    // B reads the row, the answer held by the proxy; the delete commits meanwhile; B's
     // invalidation never arrives (its subscription is blackholed). B then fills the cache.
     pg_proxy.delay_responses(Duration::from_millis(600));
     redis_proxy.freeze_subscribers();
-    let seen = pg_proxy.requests();
+    let seen = pg_proxy.responses();
     let path = format!("/{code}");
     let miss = tokio::spawn({
         let client = b.client.clone();
         let url = b.url(&path);
         async move { client.get(url).send().await.unwrap().status().as_u16() }
     });
-    pg_proxy.wait_requests_past(seen).await;
+    pg_proxy.wait_responses_past(seen).await;
     assert_eq!(a.delete(ALICE, &code).await.status(), 204);
     let answered = miss.await.unwrap();
     assert!(answered == 302 || answered == 404, "{answered}");

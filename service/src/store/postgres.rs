@@ -318,14 +318,22 @@ impl Remote {
         &self,
         f: impl AsyncFnOnce(&deadpool_postgres::ClientWrapper) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, StoreError> {
+        self.with_client_within(QUERY_TIMEOUT, f).await
+    }
+
+    async fn with_client_within<T>(
+        &self,
+        limit: Duration,
+        f: impl AsyncFnOnce(&deadpool_postgres::ClientWrapper) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, StoreError> {
         let client = self.client().await?;
-        let result = tokio::time::timeout(QUERY_TIMEOUT, f(&client)).await;
+        let result = tokio::time::timeout(limit, f(&client)).await;
         match result {
             Ok(result) => result.map_err(pg_error),
             Err(_) => {
                 drop(deadpool_postgres::Object::take(client));
                 Err(unavailable(format!(
-                    "postgres did not answer within {QUERY_TIMEOUT:?}"
+                    "postgres did not answer within {limit:?}"
                 )))
             }
         }
@@ -347,7 +355,9 @@ impl Remote {
     /// Readiness of Postgres. The error is a sentence without addresses (it is shown in
     /// `/readyz`); the detail is logged.
     pub(crate) async fn check_postgres(&self) -> Result<(), String> {
-        let probe = self.with_client(async |c| c.simple_query("SELECT 1").await.map(|_| ()));
+        let probe = self.with_client_within(CHECK_TIMEOUT, async |c| {
+            c.simple_query("SELECT 1").await.map(|_| ())
+        });
         match tokio::time::timeout(CHECK_TIMEOUT, probe).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
@@ -433,7 +443,7 @@ impl Remote {
                 .orphans
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .entry(old.code_str().to_owned())
+                .entry(String::from_utf8_lossy(code).into_owned())
                 .or_default() += pending;
         }
     }

@@ -261,6 +261,8 @@ struct ProxyState {
     delay_ms: AtomicU64,
     /// Client-to-server chunks forwarded.
     requests: AtomicU64,
+    /// Server-to-client chunks received from upstream (before any delay).
+    responses: AtomicU64,
     forwarded: Notify,
     thawed: Notify,
     connections: Mutex<Vec<Arc<ProxyConn>>>,
@@ -352,6 +354,27 @@ impl Proxy {
         self.state.requests.load(Ordering::SeqCst)
     }
 
+    /// Server-to-client chunks received from the backend so far (counted before the delay).
+    pub fn responses(&self) -> u64 {
+        self.state.responses.load(Ordering::SeqCst)
+    }
+
+    /// Completes once the backend has sent more than `seen` chunks (it has answered).
+    pub async fn wait_responses_past(&self, seen: u64) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let forwarded = self.state.forwarded.notified();
+            if self.responses() > seen {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no answer came through the proxy"
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(100), forwarded).await;
+        }
+    }
+
     /// Completes once more than `seen` client-to-server chunks have been forwarded.
     pub async fn wait_requests_past(&self, seen: u64) {
         let deadline = Instant::now() + WAIT;
@@ -414,6 +437,8 @@ async fn pump(
                 conn.subscriber.store(true, Ordering::SeqCst);
             }
         } else {
+            state.responses.fetch_add(1, Ordering::SeqCst);
+            state.forwarded.notify_waiters();
             let delay = state.delay_ms.load(Ordering::SeqCst);
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
