@@ -253,10 +253,9 @@ async fn accept_loop<A: App>(
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
         let open = ConnectionGuard::new(shared.clone());
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(Activity::new(shared.clone()));
         let service = ConnService {
             app: app.clone(),
-            shared: shared.clone(),
             peer: opts.connect_info.then_some(peer),
             activity: activity.clone(),
         };
@@ -402,8 +401,10 @@ async fn watchdog(
 
 /// Per-connection progress (bytes moved), requests started and in flight, read by
 /// [`watchdog`]. Written only by the connection's task.
-#[derive(Default)]
 struct Activity {
+    /// The listener's state (requests reach it through their connection's `Arc`: no shared
+    /// reference count touched per request).
+    shared: Arc<Shared>,
     /// Bumped on every read or write that moved bytes.
     progress: AtomicU64,
     /// Bumped on every write that moved bytes.
@@ -424,6 +425,18 @@ fn bump(counter: &AtomicU64) {
 }
 
 impl Activity {
+    fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            progress: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+            h2: AtomicBool::new(false),
+            watchdog: OnceLock::new(),
+        }
+    }
+
     fn touch(&self) {
         bump(&self.progress);
     }
@@ -499,7 +512,6 @@ impl AsyncWrite for ActivityIo {
 
 struct ConnService<A> {
     app: Arc<A>,
-    shared: Arc<Shared>,
     peer: Option<SocketAddr>,
     activity: Arc<Activity>,
 }
@@ -515,9 +527,10 @@ impl<A: App> hyper::service::Service<Request<Incoming>> for ConnService<A> {
         if h2 {
             self.activity.h2.store(true, Ordering::Relaxed);
         }
-        let opts = &self.shared.opts;
+        let shared = &self.activity.shared;
+        let opts = &shared.opts;
         if let Some(max) = opts.max_in_flight
-            && self.shared.in_flight.load(Ordering::Relaxed) >= max
+            && shared.in_flight.load(Ordering::Relaxed) >= max
             && !opts.exempt_paths.contains(&req.uri().path())
         {
             return InFlightFuture::shed();
@@ -547,7 +560,6 @@ impl<A: App> hyper::service::Service<Request<Incoming>> for ConnService<A> {
             inner: Some(self.app.serve(Request::from_parts(parts, body))),
             guard: Some(InFlightGuard {
                 activity: self.activity.clone(),
-                shared: self.shared.clone(),
                 counted: false,
             }),
             limits: RequestLimits {
@@ -562,7 +574,6 @@ impl<A: App> hyper::service::Service<Request<Incoming>> for ConnService<A> {
 
 struct InFlightGuard {
     activity: Arc<Activity>,
-    shared: Arc<Shared>,
     /// Counted in the listener's in-progress requests (its first poll was pending).
     counted: bool,
 }
@@ -571,7 +582,10 @@ impl InFlightGuard {
     fn count(&mut self) {
         if !self.counted {
             self.counted = true;
-            self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+            self.activity
+                .shared
+                .in_flight
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -580,7 +594,10 @@ impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
         if self.counted {
-            self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.activity
+                .shared
+                .in_flight
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
