@@ -81,19 +81,29 @@ done
 if [[ ${#to_run[@]} -gt 0 ]]; then
     scripts/setup.sh >/dev/null
     step "starting Postgres and Redis (scripts/services.sh)"
-    if scripts/services.sh >/dev/null; then
-        trap 'scripts/services.sh stop >/dev/null' EXIT
-        # shellcheck disable=SC1091
-        . "${LINKR_SERVICES_DIR:-/tmp/linkr-services}/env"
+    services_env=${LINKR_SERVICES_DIR:-/tmp/linkr-services}/env
+    # Stopped at the end only when started here (another run may be using them).
+    already_running=0
+    [[ -f $services_env ]] && already_running=1
+    if scripts/services.sh >/dev/null && [[ -f $services_env ]]; then
+        [[ $already_running == 1 ]] || trap 'scripts/services.sh stop >/dev/null' EXIT
+        # shellcheck disable=SC1090
+        . "$services_env"
     else
         echo "reliability.sh: Postgres/Redis did not start; the scale-out cases run without them" >&2
     fi
     build=()
     for f in "${to_run[@]}"; do build+=(-p "$(package "$f")" --test "$(test_name "$f")"); done
     step "building ${#to_run[@]} test binaries"
-    cargo test --locked --no-run "${build[@]}"
+    built=1
+    cargo test --locked --no-run "${build[@]}" 2>&1 | tee "$OUT/logs/build.log" || built=0
     for f in "${to_run[@]}"; do
         name=$(test_name "$f")
+        if [[ $built == 0 ]]; then
+            : >"$OUT/logs/$name.log"
+            printf '%s\t%s\t%s\t0\trun\n' "$f" "$OUT/logs/$name.log" "build-failed" >>"$OUT/logs/runs.tsv"
+            continue
+        fi
         step "$name ($f)"
         t0=$SECONDS
         code=0

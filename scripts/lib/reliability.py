@@ -167,7 +167,9 @@ def test_cases(source, log_path, exit_code, seconds, origin):
             "tried": "build and run the test binary",
             "figures": {},
             "verdict": "failed" if str(exit_code) != "0" else "skipped",
-            "reason": ("the test binary exited %s (its log: %s)" % (exit_code, log_path))
+            "reason": "the test files did not build (reports/reliability/logs/build.log)"
+            if exit_code == "build-failed"
+            else ("the test binary exited %s (its log: %s)" % (exit_code, log_path))
             if str(exit_code) != "0" else "no tests in this file",
         })
     for c in cases:
