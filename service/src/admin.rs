@@ -6,14 +6,17 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
 use crate::alloc;
-use crate::error::ApiError;
+use crate::auth::{bearer_token, ct_eq_fixed_work};
+use crate::config::Secret;
+use crate::error::{ApiError, error_response};
 use crate::metrics::{Metrics, RouteAllocs, StoreSample};
 use crate::middleware::RequestContextLayer;
 use crate::profiling::{self, Format, ProfileError, ProfileRequest};
@@ -49,6 +52,42 @@ pub fn router(state: AdminState) -> Router {
         // JSON 500 if a handler panics; no access log on this listener.
         .layer(RequestContextLayer::new(false))
         .with_state(state)
+}
+
+/// `router` requiring `Authorization: Bearer <token>` on every request when `token` is set
+/// (compared in constant time); a 401 with `WWW-Authenticate` otherwise. Unset, `router` as is:
+/// then keep the admin listener on loopback or behind a network policy.
+pub fn protect(router: Router, token: Option<&Secret<String>>) -> Router {
+    let Some(token) = token else {
+        return router;
+    };
+    let token: Arc<[u8]> = Arc::from(token.expose().as_bytes());
+    router.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let token = token.clone();
+            async move {
+                let presented = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(bearer_token)
+                    .unwrap_or_default();
+                if bool::from(ct_eq_fixed_work(&token, presented)) {
+                    next.run(req).await
+                } else {
+                    let mut response = error_response(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "the admin listener requires Authorization: Bearer <LINKR_ADMIN_TOKEN>",
+                    );
+                    response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static(r#"Bearer realm="linkr-admin""#),
+                    );
+                    response
+                }
+            }
+        },
+    ))
 }
 
 async fn no_route() -> ApiError {

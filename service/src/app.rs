@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::auth::ApiKeys;
+use crate::client_ip::TrustedProxies;
 use crate::clock::Clock;
 use crate::config::{Config, humanize};
 use crate::metrics::Metrics;
@@ -74,6 +75,8 @@ pub struct AppInner {
     pub key_limiter: Option<KeyedLimiter<usize>>,
     /// Per client IP, on redirects; `None` when rate limiting is off.
     pub ip_limiter: Option<KeyedLimiter<IpAddr>>,
+    /// Whose forwarding header names the client (see [`crate::client_ip`]).
+    pub trusted_proxies: Arc<TrustedProxies>,
     /// Base of `short_url`, no trailing slash.
     pub public_url: String,
     pub health: Arc<Health>,
@@ -119,7 +122,10 @@ impl AppState {
             clock,
             keys: ApiKeys::new(&config.api_keys),
             key_limiter: enabled.then(|| KeyedLimiter::new(config.rate_limit)),
-            ip_limiter: enabled.then(|| KeyedLimiter::new(config.rate_limit)),
+            ip_limiter: enabled.then(|| {
+                KeyedLimiter::new(config.rate_limit).with_max_keys(config.rate_limit_clients)
+            }),
+            trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             public_url,
             health,
             metrics,
@@ -133,8 +139,7 @@ impl AppState {
         let inner = Arc::get_mut(&mut self.0).expect("with_limiter_clock on a shared AppState");
         inner.key_limiter =
             (inner.key_limiter.take()).map(|l| KeyedLimiter::with_clock(l.quota(), clock.clone()));
-        inner.ip_limiter =
-            (inner.ip_limiter.take()).map(|l| KeyedLimiter::with_clock(l.quota(), clock.clone()));
+        inner.ip_limiter = (inner.ip_limiter.take()).map(|l| l.reclocked(clock.clone()));
         self
     }
 }
@@ -207,11 +212,15 @@ pub async fn run_with_clock(
         metrics.clone(),
         config.access_log,
     ));
-    let admin_app = Switch::<Router>::new(admin::router(AdminState {
-        metrics: metrics.clone(),
-        log_level: log_level.clone(),
-        store: None,
-    }));
+    let admin_token = config.admin_token.as_ref();
+    let admin_app = Switch::<Router>::new(admin::protect(
+        admin::router(AdminState {
+            metrics: metrics.clone(),
+            log_level: log_level.clone(),
+            store: None,
+        }),
+        admin_token,
+    ));
     let options = ServeOptions {
         header_timeout: config.header_timeout,
         idle_timeout: config.idle_timeout,
@@ -220,7 +229,8 @@ pub async fn run_with_clock(
         max_connections: config.max_connections,
         max_in_flight: config.max_in_flight,
         exempt_paths: PROBES,
-        connect_info: !config.rate_limit.is_disabled(),
+        // The peer address: the per-IP limit and the access log's client_ip.
+        connect_info: !config.rate_limit.is_disabled() || config.access_log,
     };
     let main_server = Server::spawn(listeners.main, main_app.clone(), options)?;
     // CPU profiles hold a request for their whole capture: no request timeout, no shedding.
@@ -299,11 +309,14 @@ pub async fn run_with_clock(
     );
     let housekeeping = spawn_limiter_housekeeping(state.clone(), background.clone());
     main_app.set(api(state));
-    admin_app.set(admin::router(AdminState {
-        metrics,
-        log_level,
-        store: Some(store.clone()),
-    }));
+    admin_app.set(admin::protect(
+        admin::router(AdminState {
+            metrics,
+            log_level,
+            store: Some(store.clone()),
+        }),
+        admin_token,
+    ));
     health.mark_started();
     tracing::info!(links = store.len(), "ready");
 

@@ -73,7 +73,7 @@ impl ApiKeys {
 }
 
 /// Equal length and content; the work done depends on `secret.len()` only.
-fn ct_eq_fixed_work(secret: &[u8], presented: &[u8]) -> subtle::Choice {
+pub(crate) fn ct_eq_fixed_work(secret: &[u8], presented: &[u8]) -> subtle::Choice {
     let mut eq = (secret.len() as u64).ct_eq(&(presented.len() as u64));
     for (i, s) in secret.iter().enumerate() {
         let p = presented.get(i).copied().unwrap_or(0);
@@ -83,7 +83,7 @@ fn ct_eq_fixed_work(secret: &[u8], presented: &[u8]) -> subtle::Choice {
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive).
-fn bearer_token(value: &HeaderValue) -> Option<&[u8]> {
+pub(crate) fn bearer_token(value: &HeaderValue) -> Option<&[u8]> {
     let bytes = value.as_bytes();
     let scheme = bytes.get(..7)?;
     if !scheme.eq_ignore_ascii_case(b"bearer ") {

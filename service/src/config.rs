@@ -12,7 +12,11 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::{Serialize, Serializer};
 
+use crate::client_ip::{ForwardedHeader, TrustedProxies};
 use crate::ratelimit::Quota;
+
+/// Default of `LINKR_RATE_LIMIT_CLIENTS`: about 3 MB of buckets at most.
+pub const DEFAULT_RATE_LIMIT_CLIENTS: usize = 100_000;
 
 /// Exit code for usage and configuration errors (as clap uses for usage errors).
 pub const EXIT_USAGE: i32 = 2;
@@ -105,6 +109,12 @@ pub struct Config {
     pub purge_interval: Duration,
     pub database_url: Option<Secret<String>>,
     pub redis_url: Option<Secret<String>>,
+    /// Proxies whose forwarding header names the client (per-IP limit, access log); none by default.
+    pub trusted_proxies: TrustedProxies,
+    /// Most clients the per-IP limiter keeps a bucket for (IPv6 counted by /64).
+    pub rate_limit_clients: usize,
+    /// Bearer token every admin endpoint requires; `None`: the admin listener is open.
+    pub admin_token: Option<Secret<String>>,
     /// Share of new traces sampled (0..=1); an incoming `traceparent`'s decision wins.
     #[cfg(feature = "otel")]
     pub trace_sample_ratio: f64,
@@ -135,6 +145,9 @@ impl Default for Config {
             purge_interval: Duration::from_secs(60),
             database_url: None,
             redis_url: None,
+            trusted_proxies: TrustedProxies::default(),
+            rate_limit_clients: DEFAULT_RATE_LIMIT_CLIENTS,
+            admin_token: None,
             #[cfg(feature = "otel")]
             trace_sample_ratio: 1.0,
         }
@@ -352,6 +365,26 @@ pub struct RawConfig {
     pub redis_url: Option<String>,
     #[arg(long, env = "LINKR_REDIS_URL_FILE")]
     pub redis_url_file: Option<PathBuf>,
+    /// Proxies (comma-separated addresses or CIDRs) whose forwarding header names the client,
+    /// for the per-IP rate limit and the access log; empty: the TCP peer is the client.
+    #[arg(long, env = "LINKR_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+    /// The header the trusted proxies write: x-forwarded-for or forwarded (RFC 7239).
+    #[arg(
+        long,
+        env = "LINKR_CLIENT_IP_HEADER",
+        default_value = "x-forwarded-for"
+    )]
+    pub client_ip_header: String,
+    /// Most clients (IPv4 addresses, IPv6 /64s) the per-IP limiter tracks at once; the least
+    /// recently limited are forgotten first.
+    #[arg(long, env = "LINKR_RATE_LIMIT_CLIENTS", default_value = "100000")]
+    pub rate_limit_clients: String,
+    /// Bearer token required on every admin endpoint (at least 16 visible characters).
+    #[arg(long, env = "LINKR_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    #[arg(long, env = "LINKR_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Share of new traces sampled, 0 to 1 (an incoming traceparent's decision wins).
     #[cfg(feature = "otel")]
     #[arg(long, env = "LINKR_TRACE_SAMPLE_RATIO", default_value = "1.0")]
@@ -516,6 +549,31 @@ impl RawConfig {
             );
         }
 
+        let trusted_proxies = TrustedProxies {
+            networks: p
+                .check(
+                    "LINKR_TRUSTED_PROXIES",
+                    TrustedProxies::parse_networks(&self.trusted_proxies),
+                )
+                .unwrap_or_default(),
+            header: p
+                .check(
+                    "LINKR_CLIENT_IP_HEADER",
+                    ForwardedHeader::parse(&self.client_ip_header),
+                )
+                .unwrap_or_default(),
+        };
+        let rate_limit_clients = p
+            .check(
+                "LINKR_RATE_LIMIT_CLIENTS",
+                parse_u32(&self.rate_limit_clients).and_then(|n| match n {
+                    0 => Err("must be at least 1".into()),
+                    n => Ok(n as usize),
+                }),
+            )
+            .unwrap_or(DEFAULT_RATE_LIMIT_CLIENTS);
+        let admin_token = admin_token(self.admin_token, self.admin_token_file, &mut p);
+
         #[cfg(feature = "otel")]
         let trace_sample_ratio = p.check(
             "LINKR_TRACE_SAMPLE_RATIO",
@@ -578,6 +636,9 @@ impl RawConfig {
             purge_interval,
             database_url,
             redis_url,
+            trusted_proxies,
+            rate_limit_clients,
+            admin_token,
             #[cfg(feature = "otel")]
             trace_sample_ratio: trace_sample_ratio.unwrap_or(1.0),
         })
@@ -750,6 +811,43 @@ fn parse_api_keys<'a>(
         });
     }
     keys
+}
+
+/// `LINKR_ADMIN_TOKEN` or `LINKR_ADMIN_TOKEN_FILE` (not both): at least 16 visible ASCII
+/// characters, never echoed.
+fn admin_token(
+    value: Option<String>,
+    file: Option<PathBuf>,
+    p: &mut Problems,
+) -> Option<Secret<String>> {
+    const VAR: &str = "LINKR_ADMIN_TOKEN";
+    let (token, var) = match (value, file) {
+        (None, None) => return None,
+        (Some(_), Some(_)) => {
+            p.push(
+                VAR,
+                "set LINKR_ADMIN_TOKEN or LINKR_ADMIN_TOKEN_FILE, not both",
+            );
+            return None;
+        }
+        (Some(v), None) => (v, VAR),
+        (None, Some(path)) => match read_secret_file(&path) {
+            Ok(v) => (v, "LINKR_ADMIN_TOKEN_FILE"),
+            Err(e) => {
+                p.push("LINKR_ADMIN_TOKEN_FILE", e);
+                return None;
+            }
+        },
+    };
+    let token = token.trim();
+    if token.len() < 16 || token.bytes().any(|b| !b.is_ascii_graphic()) {
+        p.push(
+            var,
+            "the admin token must be at least 16 visible ASCII characters",
+        );
+        return None;
+    }
+    Some(Secret::new(token.to_string()))
 }
 
 fn read_secret_file(path: &Path) -> Result<String, String> {

@@ -3,6 +3,7 @@ pub mod admin;
 pub mod alloc;
 pub mod app;
 pub mod auth;
+pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod domain;

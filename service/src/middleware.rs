@@ -5,7 +5,8 @@
 //! - catches a panic in the handler and answers a JSON 500 (the process lives on);
 //! - turns any error response that is not JSON yet (axum's own 404/405/rejections) into
 //!   `{"error","message"}`;
-//! - writes one access log line per request, when enabled.
+//! - writes one access log line per request, when enabled, with the client's address
+//!   (`client_ip`: the TCP peer, or what trusted proxies say, see [`crate::client_ip`]).
 //!
 //! It is a hand-written service with a concrete future: no boxing, no allocation per request
 //! (request ids are minted in batches into one shared buffer), and with the access log off it
@@ -14,18 +15,21 @@
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use tower::{Layer, Service};
 
+use crate::client_ip::TrustedProxies;
 use crate::error::error_response;
 use crate::metrics::RouteLabel;
 use crate::telemetry::ACCESS_TARGET;
@@ -34,10 +38,11 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest client-supplied request id that is accepted (a longer one is replaced).
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RequestContextLayer {
     access_log: bool,
     route: Option<&'static str>,
+    proxies: Option<Arc<TrustedProxies>>,
 }
 
 impl RequestContextLayer {
@@ -45,6 +50,7 @@ impl RequestContextLayer {
         Self {
             access_log,
             route: None,
+            proxies: None,
         }
     }
 
@@ -52,9 +58,16 @@ impl RequestContextLayer {
     /// service that routes the request itself, in front of the router).
     pub fn for_route(access_log: bool, route: &'static str) -> Self {
         Self {
-            access_log,
             route: Some(route),
+            ..Self::new(access_log)
         }
+    }
+
+    /// Logs as `client_ip` the client `proxies` name (the TCP peer otherwise; nothing when the
+    /// server does not pass the peer address).
+    pub fn with_trusted_proxies(mut self, proxies: Arc<TrustedProxies>) -> Self {
+        self.proxies = Some(proxies);
+        self
     }
 }
 
@@ -66,6 +79,7 @@ impl<S> Layer<S> for RequestContextLayer {
             inner,
             access_log: self.access_log,
             route: self.route,
+            proxies: self.proxies.clone(),
         }
     }
 }
@@ -75,11 +89,22 @@ pub struct RequestContext<S> {
     inner: S,
     access_log: bool,
     route: Option<&'static str>,
+    proxies: Option<Arc<TrustedProxies>>,
+}
+
+/// The client of `req` for the access log: see [`RequestContextLayer::with_trusted_proxies`].
+fn client_ip(req: &Request, proxies: Option<&TrustedProxies>) -> Option<IpAddr> {
+    let ConnectInfo(peer) = req.extensions().get::<ConnectInfo<SocketAddr>>()?;
+    Some(match proxies {
+        Some(proxies) => proxies.client_ip(peer.ip(), req.headers()),
+        None => peer.ip().to_canonical(),
+    })
 }
 
 struct AccessLog {
     method: Method,
     route: RouteLabel,
+    client_ip: Option<IpAddr>,
     start: Instant,
     span: tracing::Span,
     /// With `otel` every request gets a span; this says whether its access line is written.
@@ -97,6 +122,7 @@ fn traced(
     id: &HeaderValue,
     write: bool,
     fixed_route: Option<&'static str>,
+    proxies: Option<&TrustedProxies>,
 ) -> AccessLog {
     use tracing::field::Empty;
     let route = RouteLabel::of(req, fixed_route);
@@ -116,6 +142,7 @@ fn traced(
     AccessLog {
         method: req.method().clone(),
         route,
+        client_ip: write.then(|| client_ip(req, proxies)).flatten(),
         start: Instant::now(),
         span,
         write,
@@ -147,11 +174,18 @@ where
         let log = self.access_log.then(|| AccessLog {
             method: req.method().clone(),
             route: RouteLabel::of(&req, self.route),
+            client_ip: client_ip(&req, self.proxies.as_deref()),
             start: Instant::now(),
             span: tracing::info_span!("request", request_id = request_id_str(&id)),
         });
         #[cfg(feature = "otel")]
-        let log = Some(traced(&req, &id, self.access_log, self.route));
+        let log = Some(traced(
+            &req,
+            &id,
+            self.access_log,
+            self.route,
+            self.proxies.as_deref(),
+        ));
         let inner = {
             let _entered = log.as_ref().map(|l| l.span.enter());
             match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
@@ -235,6 +269,7 @@ where
                 route = log.route.as_str(),
                 status = response.status().as_u16(),
                 latency_us,
+                client_ip = log.client_ip.map(tracing::field::display),
                 "request"
             );
             #[cfg(feature = "otel")]
@@ -246,6 +281,7 @@ where
                 route = log.route.as_str(),
                 status = response.status().as_u16(),
                 latency_us,
+                client_ip = log.client_ip.map(tracing::field::display),
                 "request"
             );
         }

@@ -14,8 +14,9 @@
 //! first read calibrates the clock (up to 200 ms), so limiters read it when they are built.
 
 use std::hash::Hash;
-use std::sync::LazyLock;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -184,21 +185,25 @@ impl TokenBucket {
 
     #[inline]
     pub fn check(&self, now: Instant) -> Decision {
+        self.check_state(&self.tat, now)
+    }
+
+    /// [`Self::check`] of a bucket with this one's quota and base whose state is `state` (a
+    /// keyed limiter keeps one of these parameter sets and one `AtomicU64` per key).
+    #[inline]
+    fn check_state(&self, state: &AtomicU64, now: Instant) -> Decision {
         if self.interval == 0 {
             return Decision::UNLIMITED;
         }
         let now = self.nanos_since_base(now);
-        let mut tat = self.tat.load(Ordering::Relaxed);
+        let mut tat = state.load(Ordering::Relaxed);
         loop {
             let next = tat.max(now) + self.interval;
             let ahead = next - now;
             if ahead > self.capacity {
                 return self.decision(ahead);
             }
-            match self
-                .tat
-                .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match state.compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return self.decision(ahead),
                 Err(current) => tat = current,
             }
@@ -215,11 +220,11 @@ impl TokenBucket {
         }
     }
 
-    /// True when the bucket has been full for at least `idle` at `now`.
-    fn is_idle(&self, now: Instant, idle: Duration) -> bool {
+    /// True when the bucket whose state is `tat` has been full for at least `idle` at `now`.
+    fn is_idle(&self, tat: u64, now: Instant, idle: Duration) -> bool {
         let now = self.nanos_since_base(now);
         let idle = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
-        self.tat.load(Ordering::Relaxed).saturating_add(idle) <= now
+        tat.saturating_add(idle) <= now
     }
 
     #[inline]
@@ -232,13 +237,24 @@ impl TokenBucket {
     }
 }
 
-/// One bucket per key (API key, client IP). A known key is checked without allocating.
+/// One bucket per key (API key, client IP). A known key is checked without allocating or
+/// locking anything but its map shard.
+///
+/// The map is bounded ([`Self::with_max_keys`]): a new key that finds it full first evicts the
+/// buckets nearest to full (an eighth of the map in one pass, so the scan is paid once per
+/// many new keys). Evicting a full bucket changes no decision; evicting a nearly full one
+/// forgives that key what it had used. Many source addresses can therefore neither grow memory
+/// past the bound nor make each new one cost a scan.
 #[derive(Debug)]
 pub struct KeyedLimiter<K: Hash + Eq> {
     quota: Quota,
     clock: LimiterClock,
-    base: Instant,
-    buckets: DashMap<K, TokenBucket>,
+    /// The parameters every key's bucket shares; the map holds each key's state only.
+    params: TokenBucket,
+    buckets: DashMap<K, AtomicU64>,
+    max_keys: usize,
+    /// Held while inserting a new key, so that the bound holds exactly.
+    inserting: Mutex<()>,
 }
 
 impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
@@ -253,10 +269,27 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     pub fn with_clock(quota: Quota, clock: LimiterClock) -> Self {
         Self {
             quota,
-            base: clock.now(),
+            params: TokenBucket::with_base(quota, clock.now()),
             clock,
             buckets: DashMap::new(),
+            max_keys: usize::MAX,
+            inserting: Mutex::new(()),
         }
+    }
+
+    /// This limiter holding at most `max_keys` buckets (at least 1).
+    pub fn with_max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys.max(1);
+        self
+    }
+
+    /// A fresh limiter with this one's quota and bound, reading `clock`.
+    pub fn reclocked(&self, clock: LimiterClock) -> Self {
+        Self::with_clock(self.quota, clock).with_max_keys(self.max_keys)
+    }
+
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
     }
 
     /// Now, on this limiter's clock.
@@ -279,13 +312,53 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         if self.quota.is_disabled() {
             return Decision::UNLIMITED;
         }
-        if let Some(bucket) = self.buckets.get(key) {
-            return bucket.check(now);
+        if let Some(state) = self.buckets.get(key) {
+            return self.params.check_state(&state, now);
         }
-        self.buckets
+        self.check_new(key, now)
+    }
+
+    /// A key without a bucket: makes room if the map is full, then inserts it.
+    #[cold]
+    fn check_new(&self, key: &K, now: Instant) -> Decision {
+        let _inserting = self
+            .inserting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.buckets.len() >= self.max_keys && !self.buckets.contains_key(key) {
+            self.evict(now);
+        }
+        let state = self
+            .buckets
             .entry(key.clone())
-            .or_insert_with(|| TokenBucket::with_base(self.quota, self.base))
-            .check(now)
+            .or_insert_with(|| AtomicU64::new(0));
+        self.params.check_state(&state, now)
+    }
+
+    /// Drops idle buckets, then, if that was not enough, the eighth of the map nearest to full.
+    fn evict(&self, now: Instant) {
+        self.retain_recent(now);
+        if self.buckets.len() < self.max_keys {
+            return;
+        }
+        let mut tats: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|e| e.value().load(Ordering::Relaxed))
+            .collect();
+        if tats.is_empty() {
+            return;
+        }
+        let mut budget = (tats.len() / 8).max(1);
+        let (_, &mut threshold, _) = tats.select_nth_unstable(budget - 1);
+        self.buckets.retain(|_, state| {
+            if budget > 0 && state.load(Ordering::Relaxed) <= threshold {
+                budget -= 1;
+                false
+            } else {
+                true
+            }
+        });
     }
 
     /// Drops buckets that have been full again for [`Self::IDLE_GRACE`]: a full bucket
@@ -295,8 +368,11 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             self.buckets.clear();
             return;
         }
-        self.buckets
-            .retain(|_, bucket| !bucket.is_idle(now, Self::IDLE_GRACE));
+        self.buckets.retain(|_, state| {
+            !self
+                .params
+                .is_idle(state.load(Ordering::Relaxed), now, Self::IDLE_GRACE)
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -305,6 +381,17 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
 
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty()
+    }
+}
+
+/// The per-client limiter's key for `ip`: IPv4 as is (IPv4-mapped IPv6 too), IPv6 by its /64.
+/// One IPv6 host usually holds a whole /64, so a per-address key would let it rotate through
+/// 2^64 fresh buckets.
+#[inline]
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
     }
 }
 
@@ -495,6 +582,86 @@ mod tests {
                 .count(),
             3
         );
+    }
+
+    #[test]
+    fn many_keys_never_grow_the_map_past_its_bound() {
+        const MAX: usize = 1000;
+        let t0 = now();
+        let limiter = KeyedLimiter::new(quota(1, 5)).with_max_keys(MAX);
+        for i in 0..50_000u32 {
+            let key = IpAddr::from(i.to_be_bytes());
+            assert!(
+                limiter.check(&key, t0).is_allowed(),
+                "a new key gets a bucket"
+            );
+            assert!(
+                limiter.len() <= MAX,
+                "{} buckets after {i} keys",
+                limiter.len()
+            );
+        }
+        assert!(limiter.len() > MAX / 2, "eviction drops a part, not all");
+    }
+
+    #[test]
+    fn eviction_drops_the_buckets_nearest_to_full_first() {
+        let t0 = now();
+        let limiter = KeyedLimiter::new(quota(1, 100)).with_max_keys(8);
+        // "hot" has used its whole burst; the others one request each.
+        for _ in 0..100 {
+            limiter.check(&"hot", t0);
+        }
+        for key in ["a", "b", "c", "d", "e", "f", "g"] {
+            limiter.check(&key, t0);
+        }
+        assert_eq!(limiter.len(), 8);
+        limiter.check(&"new", t0);
+        assert_eq!(limiter.len(), 8);
+        assert!(
+            !limiter.check(&"hot", t0).is_allowed(),
+            "the exhausted bucket was kept"
+        );
+    }
+
+    #[test]
+    fn concurrent_new_keys_respect_the_bound() {
+        const MAX: usize = 256;
+        let t0 = now();
+        let limiter = KeyedLimiter::new(quota(10, 10)).with_max_keys(MAX);
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                let limiter = &limiter;
+                s.spawn(move || {
+                    for i in 0..5_000u32 {
+                        limiter.check(&(t * 1_000_000 + i), t0);
+                    }
+                });
+            }
+        });
+        // (`len` read during inserts sums shards at different moments: checked at rest.)
+        assert!(limiter.len() <= MAX, "{}", limiter.len());
+        assert!(limiter.len() > MAX / 2);
+    }
+
+    #[test]
+    fn clients_are_keyed_by_ipv4_address_and_ipv6_slash_64() {
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            client_key(v6("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            v6("2001:db8:1:2::")
+        );
+        assert_eq!(
+            client_key(v6("2001:db8:1:2::1")),
+            client_key(v6("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            client_key(v6("2001:db8:1:2::1")),
+            client_key(v6("2001:db8:1:3::1"))
+        );
+        assert_eq!(client_key(v6("192.0.2.7")), v6("192.0.2.7"));
+        assert_eq!(client_key(v6("::ffff:192.0.2.7")), v6("192.0.2.7"));
+        assert_ne!(client_key(v6("192.0.2.7")), client_key(v6("192.0.2.8")));
     }
 
     #[test]

@@ -73,7 +73,11 @@ pub fn api_router(state: AppState) -> Router {
         .route("/startupz", get(health::startupz))
         .route("/openapi.json", get(openapi::serve))
         .merge(v1);
-    let middleware = middleware(state.metrics.clone(), state.access_log);
+    let middleware = (
+        MetricsLayer::new(state.metrics.clone()),
+        RequestContextLayer::new(state.access_log)
+            .with_trusted_proxies(state.trusted_proxies.clone()),
+    );
     // Added after `finish`, so `Router::layer` does not wrap it a second time.
     finish(routes, no_route, middleware.clone())
         .route("/{code}", redirect_route(state.clone(), middleware))
@@ -113,7 +117,8 @@ pub struct Api {
 pub fn api(state: AppState) -> Api {
     let redirect = (
         MetricsLayer::for_route(state.metrics.clone(), REDIRECT_ROUTE),
-        RequestContextLayer::for_route(state.access_log, REDIRECT_ROUTE),
+        RequestContextLayer::for_route(state.access_log, REDIRECT_ROUTE)
+            .with_trusted_proxies(state.trusted_proxies.clone()),
     )
         .layer(Redirect(state.clone()));
     Api {

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use crate::app::AppState;
 use crate::domain::code::MAX_CODE_LEN;
 use crate::error::{ApiError, ErrorBody};
+use crate::ratelimit::client_key;
 use crate::store::Lookup;
 
 /// Redirects to the link's target and counts a click (`HEAD` counts none).
@@ -96,7 +97,8 @@ fn answer(state: &AppState, req: Request) -> Answer {
     if let Some(limiter) = &state.ip_limiter
         && let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>()
     {
-        let decision = limiter.check_now(&peer.ip());
+        let client = state.trusted_proxies.client_ip(peer.ip(), req.headers());
+        let decision = limiter.check_now(&client_key(client));
         if !decision.is_allowed() {
             state.metrics.rate_limited("/{code}");
             return Answer::Now(ApiError::RateLimited(decision).into_response());

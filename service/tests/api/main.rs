@@ -1,5 +1,6 @@
 //! linkr's API tests: one binary, real sockets on port 0, a fresh store per test.
 
+mod client_ip;
 mod config;
 mod errors;
 mod hardening;
