@@ -35,7 +35,15 @@ for arg in "$@"; do
         *) fail "unknown argument $arg (see --help)" ;;
     esac
 done
-if ((QUICK)); then D=3; KNEE_ARGS=(--step 3s --max-steps 6 --warm-up 1s --profile-seconds 1); else D=10; KNEE_ARGS=(); fi
+# The knee search starts at 8,000 req/s (not the default 2,000) so its 10 steps reach the knee of
+# a one-core linkr (about 100k req/s) with 4-5 left to bisect: 8k..128k is 5 steps, and from 2,000
+# the budget ran out at a 9% bracket. --max-rate is left at its default (above what one generator
+# core sends): the search ends on a step the service fails or the generator cannot keep.
+if ((QUICK)); then
+    D=3; KNEE_ARGS=(--start-rate 16000 --step 3s --max-steps 6 --warm-up 1s --profile-seconds 1)
+else
+    D=10; KNEE_ARGS=(--start-rate 8000)
+fi
 for tool in wrk taskset jq curl /usr/bin/time; do
     command -v "$tool" >/dev/null || fail "$tool is missing (scripts/setup.sh installs wrk)"
 done
@@ -43,7 +51,12 @@ done
 
 step "building (release)"
 cargo build --release --locked -q -p linkr -p linkr-loadgen --bin linkr --bin loadgen --example redirect_server
-BIN=target/release
+# Copies: another build replacing target/release mid-run would change what is measured (and
+# `knee --spawn` starts the linkr beside the loadgen it runs).
+BIN=$WORK/bin
+mkdir -p "$BIN/examples"
+cp target/release/linkr target/release/loadgen "$BIN/"
+cp target/release/examples/redirect_server "$BIN/examples/"
 
 # A port the kernel hands out (free_port's probe does not see ports bound by client sockets).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -170,6 +183,7 @@ if ((KNEE)); then
     "$BIN/loadgen" knee --spawn --scenario redirect --out "$WORK/knee" "${KNEE_ARGS[@]}" \
         >"$WORK/knee.out" 2>"$WORK/knee.err" || true
     grep -E '^(step|knee:)' "$WORK/knee.err" | sed 's/^/    /' || tail -n 20 "$WORK/knee.err"
+    sed 's/^/    /' "$WORK/knee.out"
     knee=$(jq -r '.knee.rate // 0' "$WORK/knee/summary.json" 2>/dev/null || echo 0)
     bound=$(jq -r '.bound // "unknown"' "$WORK/knee/summary.json" 2>/dev/null || echo unknown)
     row "4. knee (redirect), bound by $bound" "$knee req/s (wrk $linkr_wrk)" ">= 0.6x, service" \

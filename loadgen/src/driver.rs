@@ -504,6 +504,7 @@ async fn run_lean(
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
             behind: AtomicU64::new(0),
+            dispatch: lean::Dispatch::new(users),
             sent: AtomicU64::new(0),
             probe: std::sync::Mutex::new(crate::stats::new_histogram()),
             cpu_start_us: AtomicU64::new(0),

@@ -454,3 +454,59 @@ async fn the_lean_client_reconnects_when_the_server_closes_connections() {
     );
     assert_eq!(r.errors, 0, "{:?}", r.transport_errors);
 }
+
+/// A slot waits only when every connection is busy: a slow response holds its own request, not
+/// the slots after it on the same connection (wrk2's fixed slots per connection would queue the
+/// next slot of that connection behind it). Every 20th request takes 100 ms at 500 req/s: with
+/// fixed slots `j, j + 32, ...` the next slot of a slow connection is due 64 ms later and waits
+/// about 36 ms, doubling the requests over 20 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_response_delays_only_its_own_request() {
+    let _serial = serial().await;
+    let server = support::start_conn_server(20, Duration::from_millis(100)).await;
+    let r = run_step(&step(
+        format!("{}/x", server.base),
+        Scenario::Get,
+        500.0,
+        Duration::from_secs(2),
+    ))
+    .await
+    .unwrap();
+    eprintln!("{}", linkr_loadgen::cli::summary(&r));
+    assert_eq!(r.errors, 0, "{:?}", r.transport_errors);
+    let slow = server.slow.load(std::sync::atomic::Ordering::Relaxed);
+    let over = count_at_or_above(&r.corrected, 20_000);
+    assert!(slow >= 45, "{slow} slow answers");
+    assert!(
+        over <= slow + slow / 5,
+        "{over} requests took 20 ms or more, for {slow} slow answers: slots queued behind slow responses"
+    );
+    assert!(!r.pool_exhausted, "{r:?}");
+}
+
+/// The connections that carry requests are as many as the requests in flight (plus the one
+/// waiting for the next slot), however many are open: the most recently freed connection sends
+/// next. At 2,000 req/s against a fast server the pool holds 32 connections and a handful work
+/// (all 32 only if the server, sharing this machine's two cores, held them all at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_in_use_follow_the_requests_in_flight() {
+    let _serial = serial().await;
+    let server = support::start_conn_server(0, Duration::ZERO).await;
+    let r = run_step(&step(
+        format!("{}/x", server.base),
+        Scenario::Get,
+        2000.0,
+        Duration::from_secs(2),
+    ))
+    .await
+    .unwrap();
+    eprintln!("{}", linkr_loadgen::cli::summary(&r));
+    assert_eq!(r.errors, 0, "{:?}", r.transport_errors);
+    let used = server.used.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(r.users >= 32, "{} users", r.users);
+    assert!(
+        used <= r.max_in_flight + 1,
+        "{used} connections carried requests, with at most {} in flight",
+        r.max_in_flight
+    );
+}

@@ -1,11 +1,17 @@
 //! The lean per-request path: each goose user owns one HTTP/1.1 connection (hyper's client
 //! connection over a `TcpStream` with `TCP_NODELAY`, driven by the user's own task) and sends
-//! the slots of the shared schedule that are its own, as wrk2 does: user `j` of `C` sends slots
-//! `j`, `j + C`, `j + 2C`, ... Each waits on the [precise timer](super::timer) for its slot's
-//! intended time (if that has passed, it sends at once; latency still counts from the intended
-//! time). Requests are built from parts prepared before the step: no URL parsing, no pool
-//! lookup, no boxing per request. Latencies go into the engine thread's recorder (one per
-//! thread, merged at the end).
+//! slots of the shared schedule. Which user sends the next slot is decided by a [`Dispatch`]: the
+//! users that are free form a stack, the one on top (the most recently freed: its connection and
+//! buffers are warm) waits on the [precise timer](super::timer) for the next slot's intended
+//! time and, when it leaves, hands the slot after it to the next free user. So a slot waits only
+//! when every connection is busy (no head-of-line blocking behind a slow response on one
+//! connection, as with wrk2's fixed slots `j, j + C, ...` per connection), and the connections
+//! in use are as many as the requests in flight, however many are open: the server and the
+//! generator work on a few hot connections (a closed loop's 32, not `rate × allowance`).
+//! If a slot's time has passed, it is sent at once; latency still counts from the intended time.
+//! Requests are built from parts prepared before the step: no URL parsing, no pool lookup, no
+//! boxing per request. Latencies go into the engine thread's recorder (one per thread, merged at
+//! the end).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,15 +40,15 @@ use crate::scenarios::{Op, Plan};
 use crate::schedule::Schedule;
 use crate::stats::{Outcome, Registry, Sample};
 
-/// Latency the connections absorb before a slot finds its connection still busy: `rate ×
-/// allowance` connections. A slower server then holds every connection and later slots wait
-/// for theirs (counted from their intended time), as in wrk2; the result says `pool_exhausted`.
-/// Each connection costs the generator (and the server) cache misses per request: measured on
-/// the 2-core VM against a fixed-302 server, 6.5 µs of CPU per request over 32 connections and
-/// 10.6 µs over 2,500 (20 ms at 125k req/s, which it could not send). With 2 ms, 100k req/s
-/// runs over 200 connections; a server slower than that queues the slots, still counted from
-/// their intended time.
-pub const LATENCY_ALLOWANCE: Duration = Duration::from_millis(2);
+/// Latency the connections absorb before every one is busy: `rate × allowance` connections
+/// are opened. A slower server then holds every connection and later slots wait for one
+/// (counted from their intended time); the result says `pool_exhausted`. A connection only
+/// costs per request while it is in use (the [`Dispatch`] keeps the busy set as small as the
+/// requests in flight; idle connections cost neither side anything per request), so the pool
+/// can be as deep as the latency objective: with 10 ms (the knee's default SLO), a pool runs
+/// dry only when the mean latency is over 10 ms (Little's law), not at a latency that would
+/// still pass.
+pub const LATENCY_ALLOWANCE: Duration = Duration::from_millis(10);
 pub const MIN_CONNECTIONS: u64 = 32;
 pub const MAX_CONNECTIONS: u64 = 4_000;
 /// A slot may still leave this long after the step's end (a timer wake-up a little late for the
@@ -267,6 +273,102 @@ fn put_back(addr: SocketAddr, conn: Conn) {
     }
 }
 
+/// Who sends the next slot: the free users on a stack (the most recently freed on top), one of
+/// them *armed* (it holds the next slot and waits for its time). When the armed user leaves, it
+/// arms the one on top of the stack with the slot after; if the stack is empty (every other
+/// connection busy), the next user to come free is armed at once. One lock per request on a
+/// thread of its own: never contended.
+pub struct Dispatch {
+    state: Mutex<DispatchState>,
+    /// One per user: woken when it is armed, or when the schedule is over.
+    wake: Box<[tokio::sync::Notify]>,
+}
+
+struct DispatchState {
+    /// The next slot to hand out, counted within this process's segment (its index in the
+    /// whole schedule is `segment.0 + next * segment.1`).
+    next: u64,
+    /// A user holds the next slot.
+    armed: bool,
+    idle: Vec<u32>,
+    over: bool,
+}
+
+/// How a user came to hold a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// Handed the slot by the user that sent the one before (or first at the start): a free
+    /// connection was waiting for it, so any lateness is the generator's.
+    Handed(u64),
+    /// No user was free when the one before left: this user took it as soon as its own response
+    /// was in (the slot waited for a connection if that was after its intended time).
+    Freed(u64),
+    /// The schedule is over.
+    Over,
+}
+
+impl Dispatch {
+    pub fn new(users: u64) -> Self {
+        Self {
+            state: Mutex::new(DispatchState {
+                next: 0,
+                armed: false,
+                idle: Vec::with_capacity(users as usize),
+                over: false,
+            }),
+            wake: (0..users).map(|_| tokio::sync::Notify::new()).collect(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DispatchState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// User `j` is free: it takes the next slot at once if no one holds it, else waits on the
+    /// stack until it is handed one (or the schedule ends).
+    pub async fn next_turn(&self, j: u32) -> Turn {
+        {
+            let mut s = self.lock();
+            if s.over {
+                return Turn::Over;
+            }
+            if !s.armed {
+                s.armed = true;
+                let slot = s.next;
+                s.next += 1;
+                return Turn::Freed(slot);
+            }
+            s.idle.push(j);
+        }
+        self.wake[j as usize].notified().await;
+        let mut s = self.lock();
+        if s.over {
+            return Turn::Over;
+        }
+        let slot = s.next;
+        s.next += 1;
+        Turn::Handed(slot)
+    }
+
+    /// The armed user leaves with its slot: the next free user (top of the stack) is armed.
+    pub fn hand_on(&self) {
+        let mut s = self.lock();
+        match s.idle.pop() {
+            Some(u) => self.wake[u as usize].notify_one(),
+            None => s.armed = false,
+        }
+    }
+
+    /// No slot is left to send (or the step was stopped): every waiting user is released.
+    pub fn end(&self) {
+        let mut s = self.lock();
+        s.over = true;
+        for u in s.idle.drain(..) {
+            self.wake[u as usize].notify_one();
+        }
+    }
+}
+
 /// What the users of one lean step share.
 pub struct LeanStep {
     pub endpoint: Endpoint,
@@ -287,8 +389,9 @@ pub struct LeanStep {
     pub ended: AtomicBool,
     pub in_flight: AtomicU64,
     pub max_in_flight: AtomicU64,
-    /// Slots that found their connection still busy at their intended time.
+    /// Slots that found every connection busy at their intended time.
     pub behind: AtomicU64,
+    pub dispatch: Dispatch,
     pub sent: AtomicU64,
     pub probe: Mutex<Histogram<u64>>,
     pub cpu_start_us: AtomicU64,
@@ -337,20 +440,37 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
     let mut give_up = pin!(give_up);
     let mut rng = SmallRng::seed_from_u64(j ^ 0x9E37_79B9_7F4A_7C15);
     let (index, count) = step.segment;
-    let (len, stride) = (step.schedule.len(), step.users * count);
+    let len = step.schedule.len();
+    // When this user's connection was last free (its previous response in).
     let mut free_at = t0;
-    let mut slot = index + j * count;
-    while slot < len {
+    loop {
+        let (k, waited_for_connection) = match step.dispatch.next_turn(j as u32).await {
+            Turn::Over => break,
+            Turn::Handed(k) => (k, false),
+            Turn::Freed(k) => (k, true),
+        };
+        let slot = index + k * count;
+        if slot >= len {
+            step.dispatch.end();
+            break;
+        }
         let intended = t0 + step.schedule.offset(slot);
         step.timer.sleep_until(intended).await;
         let sent = Instant::now();
         if step.timer.is_aborted() || sent > t_end + END_GRACE {
+            step.dispatch.end();
             break;
         }
-        let op = step.plan.pick(&mut rng, slot);
-        if free_at > intended {
+        step.dispatch.hand_on();
+        // Lateness before the slot had a connection is the pool's (every connection was busy);
+        // after that, the generator's own.
+        let available = if waited_for_connection && free_at > intended {
             step.behind.fetch_add(1, Ordering::Relaxed);
-        }
+            free_at
+        } else {
+            intended
+        };
+        let op = step.plan.pick(&mut rng, slot);
         step.timer.request_sent(sent);
         let in_flight = step.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         step.max_in_flight.fetch_max(in_flight, Ordering::Relaxed);
@@ -399,7 +519,7 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
             corrected_us: micros(done - intended),
             uncorrected_us: micros(done - sent),
             send_lag_us: micros(sent.saturating_duration_since(intended)),
-            generator_lag_us: micros(sent.saturating_duration_since(intended.max(free_at))),
+            generator_lag_us: micros(sent.saturating_duration_since(available)),
             outcome,
         });
         if step.goose_metrics {
@@ -422,7 +542,6 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
         if matches!(outcome, Outcome::Timeout) {
             break;
         }
-        slot += stride;
     }
     if let Some(mut c) = conn
         && !step.timer.is_aborted()

@@ -140,3 +140,65 @@ pub fn count_at_or_above(h: &hdrhistogram::Histogram<u64>, at: u64) -> u64 {
         .map(|v| v.count_at_value())
         .sum()
 }
+
+/// A keep-alive HTTP/1.1 server on raw sockets, for tests of how the generator uses its
+/// connections: it answers every request `200 ok`, every `slow_every`-th one (counted over all
+/// connections; 0: none) after `slow_for`, and counts the connections that carried at least one
+/// request (`used`) and the slow answers (`slow`).
+pub struct ConnServer {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub used: Arc<AtomicU64>,
+    pub slow: Arc<AtomicU64>,
+}
+
+pub async fn start_conn_server(slow_every: u64, slow_for: std::time::Duration) -> ConnServer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (used, slow) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let requests = Arc::new(AtomicU64::new(0));
+    let (u, sl) = (used.clone(), slow.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let _ = s.set_nodelay(true);
+            let (used, slow, requests) = (u.clone(), sl.clone(), requests.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                let mut served = 0u64;
+                loop {
+                    let end = loop {
+                        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    got.drain(..end);
+                    if served == 0 {
+                        used.fetch_add(1, Ordering::Relaxed);
+                    }
+                    served += 1;
+                    let n = requests.fetch_add(1, Ordering::Relaxed) + 1;
+                    if slow_every > 0 && n % slow_every == 0 {
+                        slow.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(slow_for).await;
+                    }
+                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    ConnServer { base, used, slow }
+}
