@@ -2,6 +2,7 @@
 
 mod client_ip;
 mod config;
+mod deploy;
 mod errors;
 mod hardening;
 mod helpers;
