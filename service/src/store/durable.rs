@@ -17,7 +17,7 @@ use redb::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::index::{Arena, Entry, Index, NEVER};
+use super::index::{Index, Link, NEVER, NewEntry};
 use super::{Deleter, LinkInfo, NewLink, Shared, StoreError};
 use crate::domain::{ShortCode, code};
 
@@ -236,7 +236,7 @@ pub(crate) fn load(db: &Database) -> Result<(Index, Owners), StoreError> {
         };
         Ok::<_, StoreError>(low? + high?)
     })?;
-    index.add_loaded(loaded);
+    index.finish_load(loaded);
     let txn = db.begin_read()?;
     for row in txn.open_table(CLICKS)?.iter()? {
         let (code, total) = row?;
@@ -256,7 +256,6 @@ fn load_range<'a>(
 ) -> Result<usize, StoreError> {
     let txn = db.begin_read()?;
     let links = txn.open_table(LINKS)?;
-    let mut arena = Arena::new();
     let mut last_owner: Option<(Arc<str>, u32)> = None;
     let mut loaded = 0;
     for row in links.range(range)? {
@@ -275,10 +274,9 @@ fn load_range<'a>(
                 id
             }
         };
-        let data = arena.alloc(code.as_bytes(), rec.url.as_bytes());
-        index.insert_loaded(Entry::new(
-            data,
-            code.len(),
+        index.insert_loaded(&NewEntry::new(
+            code.as_bytes(),
+            rec.url.as_bytes(),
             rec.created_at,
             rec.expires_at,
             owner,
@@ -327,7 +325,6 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Op>,
     exited: oneshot::Sender<()>,
-    arena: Arena,
     /// The dirty list's spare: swapped in at each flush so neither side reallocates.
     spare: Vec<Bytes>,
     record: Vec<u8>,
@@ -345,7 +342,6 @@ impl Writer {
             shared,
             rx,
             exited,
-            arena: Arena::new(),
             spare: Vec::with_capacity(super::DIRTY_CAPACITY),
             record: Vec::with_capacity(256),
         }
@@ -512,18 +508,14 @@ impl Writer {
                 },
             ) => {
                 let owner_id = shared.owners.intern(&link.owner);
-                let data = self
-                    .arena
-                    .alloc(code.as_str().as_bytes(), link.url.as_str().as_bytes());
-                let entry = Entry::new(
-                    data,
-                    code.as_str().len(),
+                shared.index.insert(NewEntry::new(
+                    code.as_str().as_bytes(),
+                    link.url.as_str().as_bytes(),
                     created_at,
                     expires_at,
                     owner_id,
                     0,
-                );
-                shared.index.insert(entry);
+                ));
                 shared.counters.creates.fetch_add(1, Ordering::Relaxed);
                 let _ = reply.send(Ok(LinkInfo {
                     code,
@@ -641,7 +633,7 @@ impl Writer {
         counters.commits.fetch_add(1, Ordering::Relaxed);
         let mut purged = 0;
         for code in &expired {
-            let keep = |e: &Entry| !e.is_expired(now);
+            let keep = |e: &Link<'_>| !e.is_expired(now);
             if self.shared.index.remove_unless(code, keep).is_some() {
                 purged += 1;
             }

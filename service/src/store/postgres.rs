@@ -41,7 +41,7 @@ use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 use super::durable::expiry;
-use super::index::{Arena, Entry, NEVER};
+use super::index::{NEVER, NewEntry};
 use super::{Deleter, LinkInfo, Lookup, NewLink, Shared, StoreError};
 use crate::domain::{ShortCode, code};
 
@@ -196,7 +196,6 @@ pub(crate) struct Remote {
     /// Postgres has answered at least once since start (this instance has served from it).
     reached: AtomicBool,
     pub(crate) redis: Option<Redis>,
-    arena: Mutex<Arena>,
     negative: Mutex<HashMap<CompactString, Instant>>,
     /// Bumped when the whole index is dropped: every fill in flight is then not kept.
     epoch: AtomicU64,
@@ -275,7 +274,6 @@ impl Remote {
             schema_ready: AtomicBool::new(false),
             reached: AtomicBool::new(false),
             redis,
-            arena: Mutex::new(Arena::new()),
             negative: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
             slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
@@ -450,15 +448,10 @@ impl Remote {
 
     /// Inserts a link into the index, keeping the unflushed clicks of an entry it replaces.
     fn fill_index(&self, shared: &Shared, code: &str, link: &Cached) {
-        let data = self
-            .arena
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .alloc(code.as_bytes(), link.url.as_bytes());
         let owner = shared.owners.intern(&link.owner);
-        let entry = Entry::new(
-            data,
-            code.len(),
+        let entry = NewEntry::new(
+            code.as_bytes(),
+            link.url.as_bytes(),
             link.created_at,
             link.expires_at.unwrap_or(NEVER),
             owner,

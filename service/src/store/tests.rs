@@ -487,6 +487,33 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
+/// `Rss` and `Anonymous` of `/proc/self/smaps_rollup` in bytes (the kernel's own sum over
+/// every mapping; `rss_bytes` reads the counters of `/proc/self/statm`).
+fn smaps_rollup() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap();
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (field("Rss:"), field("Anonymous:"))
+}
+
+/// CPU time of the whole process (every thread).
+fn process_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Durable creates per second: 16 concurrent clients for 2 s, then one client.
 async fn create_throughput(store: &Store, label: &str) {
     for clients in [16, 1] {
@@ -576,12 +603,28 @@ fn store_1m_fixture() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "slow: builds a 1M-link database"]
 async fn store_1m_open_time_and_rss() {
+    println!(
+        "process at start: RSS {:.1} MiB",
+        rss_bytes() as f64 / 1048576.0
+    );
     {
         let fresh = tempfile::tempdir().unwrap();
         let store = open(fresh.path(), Clock::system());
         create_throughput(&store, "empty store").await;
         store.close().await.unwrap();
     }
+    println!(
+        "process after the empty store: RSS {:.1} MiB",
+        rss_bytes() as f64 / 1048576.0
+    );
+    unsafe extern "C" {
+        fn mi_collect(force: bool);
+    }
+    unsafe { mi_collect(true) };
+    println!(
+        "process after mi_collect: RSS {:.1} MiB",
+        rss_bytes() as f64 / 1048576.0
+    );
     // LINKR_1M_FIXTURE=/some/dir keeps the fixture between runs.
     let tmp = tempfile::tempdir().unwrap();
     let dir =
@@ -624,11 +667,33 @@ async fn store_1m_open_time_and_rss() {
             (rss2 - rss1) >> 20,
             index.len()
         );
+        let (used, reserved, table, arena) = index.footprint();
+        let mut data = 0;
+        index.for_each(|e| data += e.code().len() + e.url().len());
+        println!(
+            "breakdown: entries {} B/link in use ({} reserved), table {} B/link, \
+             code + url {} B/link, arena chunks {} B/link",
+            used / MILLION,
+            reserved / MILLION,
+            table / MILLION,
+            data / MILLION,
+            arena / MILLION
+        );
+        unsafe { mi_collect(true) };
+        println!(
+            "breakdown: after load + mi_collect: ~{} B/link",
+            (rss_bytes() - rss0) as usize / MILLION
+        );
         drop(db);
         let rss3 = rss_bytes();
         println!(
             "breakdown: after dropping db: index alone ~{} B/link",
             (rss3 - rss0) as usize / MILLION
+        );
+        unsafe { mi_collect(true) };
+        println!(
+            "breakdown: after dropping db + mi_collect: index alone ~{} B/link",
+            (rss_bytes() - rss0) as usize / MILLION
         );
         return;
     }
@@ -638,17 +703,32 @@ async fn store_1m_open_time_and_rss() {
     let rss_before = rss_bytes();
     let started = Instant::now();
     let cpu = thread_cpu_time();
+    let all_cpu = process_cpu_time();
     let store = open(work.path(), Clock::system());
     let open_cpu = thread_cpu_time() - cpu;
+    let open_all_cpu = process_cpu_time() - all_cpu;
     let open_time = started.elapsed();
     let rss_after = rss_bytes();
     assert_eq!(store.len(), MILLION);
+    unsafe { mi_collect(true) };
+    println!(
+        "process after open + mi_collect: RSS {:.1} MiB",
+        rss_bytes() as f64 / 1048576.0
+    );
     let per_link_total = rss_after as f64 / MILLION as f64;
     let per_link_delta = (rss_after - rss_before) as f64 / MILLION as f64;
     println!(
         "open + load: {open_time:.2?} wall, {open_cpu:.2?} CPU; RSS {:.1} MiB = {per_link_total:.0} B/link \
          (process total), {per_link_delta:.0} B/link (growth during open)",
         rss_after as f64 / 1048576.0
+    );
+    let (smaps_rss, smaps_anon) = smaps_rollup();
+    println!(
+        "open + load: {open_all_cpu:.2?} CPU of all threads; smaps_rollup Rss {} B/link, \
+         Anonymous {} B/link; before open {:.1} MiB",
+        smaps_rss as usize / MILLION,
+        smaps_anon as usize / MILLION,
+        rss_before as f64 / 1048576.0
     );
 
     // Redirect path over the loaded index.
