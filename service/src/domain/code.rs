@@ -13,7 +13,7 @@ pub const MAX_CODE_LEN: usize = 64;
 pub const GENERATED_LEN: usize = 7;
 
 /// Names that would shadow a route of the service (compared ignoring ASCII case).
-const RESERVED: &[&str] = &[
+pub const RESERVED: &[&str] = &[
     "healthz", "readyz", "startupz", "v1", "metrics", "debug", "openapi",
 ];
 
@@ -58,6 +58,30 @@ impl ShortCode {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The rule of [`ShortCode::parse`] as an ECMA-262 regular expression (the OpenAPI document's
+/// `pattern`): the character set and length, and a negative lookahead for the reserved names in
+/// any letter case.
+pub fn schema_pattern() -> String {
+    let reserved: Vec<String> = RESERVED
+        .iter()
+        .map(|name| {
+            name.chars()
+                .map(|c| {
+                    if c.is_ascii_alphabetic() {
+                        format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    format!(
+        "^(?!(?:{})$)[A-Za-z0-9_-]{{1,{MAX_CODE_LEN}}}$",
+        reserved.join("|")
+    )
 }
 
 fn is_code_char(c: char) -> bool {

@@ -7,6 +7,35 @@ use super::DomainError;
 /// Longest URL accepted, before and after normalisation.
 pub const MAX_URL_BYTES: usize = 2048;
 
+/// What the OpenAPI document promises [`TargetUrl::parse`] accepts, as an ECMA-262 regular
+/// expression: http(s), a DNS-like host (up to nine labels of at most 63 characters, the last
+/// starting with a letter so that it is never read as an IPv4 address, no `xn--` label, which
+/// would have to be valid punycode), a port below 10000, then a path (at least `/`: without it
+/// normalisation adds one, a byte over the limit at 2048), query and fragment characters that
+/// normalisation keeps as they are. With `maxLength` 2048 every string it
+/// matches is accepted; the server accepts more (IP hosts, Unicode, characters it
+/// percent-encodes). [`URL_PATTERN_BODY`] is the same without the lookahead.
+pub const URL_SCHEMA_PATTERN: &str = concat!(
+    "^[Hh][Tt][Tt][Pp][Ss]?://(?![^/?#]*[Xx][Nn]--)",
+    url_pattern_tail!()
+);
+
+/// [`URL_SCHEMA_PATTERN`] without the `xn--` lookahead (for regex engines without lookaround).
+pub const URL_PATTERN_BODY: &str = concat!("^[Hh][Tt][Tt][Pp][Ss]?://", url_pattern_tail!());
+
+/// Host, port, path, query and fragment of the two patterns.
+macro_rules! url_pattern_tail {
+    () => {
+        concat!(
+            "([A-Za-z0-9-]{1,63}\\.){0,8}[A-Za-z][A-Za-z0-9-]{0,62}(:[0-9]{1,4})?",
+            "(/[A-Za-z0-9._~!$&()*+,;=:@%/-]*)",
+            "(\\?[A-Za-z0-9._~!$&()*+,;=:@%/?-]*)?",
+            "(#[A-Za-z0-9._~!$&()*+,;=:@%/?-]*)?$",
+        )
+    };
+}
+use url_pattern_tail;
+
 /// An absolute http(s) URL with a host, at most [`MAX_URL_BYTES`] bytes, stored in the
 /// `url` crate's normalised serialisation. That form is printable ASCII, so it is always a
 /// valid `Location` header value.

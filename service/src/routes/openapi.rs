@@ -8,7 +8,12 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{Modify, Number, OpenApi};
+
+use crate::domain::code::{MAX_CODE_LEN, schema_pattern};
+use crate::domain::{MAX_URL_BYTES, URL_SCHEMA_PATTERN};
+use crate::routes::links::MAX_TTL_SECONDS;
 
 use super::{health, links, redirect};
 
@@ -39,7 +44,7 @@ use super::{health, links, redirect};
         health::Checks,
         health::Check,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CreateLimits),
     tags(
         (name = "links", description = "Short links and redirects"),
         (name = "probes", description = "Liveness, readiness and start-up probes"),
@@ -67,6 +72,45 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The create body's limits, from the constants the handler checks them with: the URL's
+/// length and a pattern every string of which the server accepts, the code's rule, the
+/// largest `ttl_seconds`. Schema-valid bodies are then accepted (schemathesis checks it).
+struct CreateLimits;
+
+impl Modify for CreateLimits {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let schemas = &mut openapi
+            .components
+            .as_mut()
+            .expect("the document has components")
+            .schemas;
+        let Some(RefOr::T(Schema::Object(create))) = schemas.get_mut("CreateLink") else {
+            panic!("CreateLink is an object schema");
+        };
+        let url = field(create, "url");
+        url.max_length = Some(MAX_URL_BYTES);
+        url.pattern = Some(URL_SCHEMA_PATTERN.into());
+        let code = field(create, "code");
+        code.min_length = Some(1);
+        code.max_length = Some(MAX_CODE_LEN);
+        code.pattern = Some(schema_pattern());
+        let ttl = field(create, "ttl_seconds");
+        ttl.maximum = Some(Number::UInt(
+            usize::try_from(MAX_TTL_SECONDS).expect("fits a usize on 64-bit targets"),
+        ));
+    }
+}
+
+fn field<'a>(
+    object: &'a mut utoipa::openapi::schema::Object,
+    name: &str,
+) -> &'a mut utoipa::openapi::schema::Object {
+    match object.properties.get_mut(name) {
+        Some(RefOr::T(Schema::Object(field))) => field,
+        _ => panic!("{name} is an inline object schema"),
+    }
+}
+
 static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
     Bytes::from(
         ApiDoc::openapi()
@@ -85,4 +129,26 @@ pub async fn serve() -> Response {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_create_body_schema_carries_the_handlers_limits() {
+        let doc: serde_json::Value = serde_json::from_slice(&DOCUMENT).unwrap();
+        let props = &doc["components"]["schemas"]["CreateLink"]["properties"];
+        assert_eq!(props["url"]["maxLength"], 2048);
+        assert_eq!(props["url"]["pattern"], URL_SCHEMA_PATTERN);
+        assert_eq!(props["code"]["maxLength"], 64);
+        assert!(
+            props["code"]["pattern"]
+                .as_str()
+                .unwrap()
+                .contains("[Hh][Ee][Aa][Ll][Tt][Hh][Zz]|")
+        );
+        assert_eq!(props["ttl_seconds"]["maximum"], MAX_TTL_SECONDS);
+        assert_eq!(props["ttl_seconds"]["minimum"], 1);
+    }
 }
