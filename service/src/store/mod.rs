@@ -312,8 +312,8 @@ impl Store {
     /// [`Store::resolve_remote`] without counting a click (see [`Store::peek`]).
     pub async fn peek_remote(&self, code: &str) -> Result<Lookup, StoreError> {
         match &self.0.remote {
-            Some(remote) if remote.load(&self.0.shared, code).await? => Ok(self.peek(code)),
-            _ => Ok(Lookup::Missing),
+            Some(remote) => postgres::peek(remote, self, code).await,
+            None => Ok(Lookup::Missing),
         }
     }
 

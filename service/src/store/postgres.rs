@@ -70,6 +70,9 @@ const POOL_SIZE: usize = 16;
 /// How often the index is checked against Postgres (links deleted or replaced elsewhere whose
 /// invalidation did not arrive are dropped).
 pub const REVALIDATE_EVERY: Duration = Duration::from_secs(5);
+/// After a statement or a connection timed out, Postgres is not tried for this long (the
+/// requests meanwhile get their 503 at once instead of waiting out the timeout again).
+pub const BACKOFF_AFTER_TIMEOUT: Duration = Duration::from_secs(1);
 /// Invalidation counters, one per hash slot of codes: a fill checks its code's slot only.
 const SLOTS: usize = 4096;
 
@@ -195,6 +198,8 @@ pub(crate) struct Remote {
     schema_ready: AtomicBool,
     /// Postgres has answered at least once since start (this instance has served from it).
     reached: AtomicBool,
+    /// Until when (ms since `base`) Postgres is not tried, after a timeout; 0: tried.
+    backoff_until: AtomicU64,
     pub(crate) redis: Option<Redis>,
     negative: Mutex<HashMap<CompactString, Instant>>,
     /// Bumped when the whole index is dropped: every fill in flight is then not kept.
@@ -273,6 +278,7 @@ impl Remote {
             pool,
             schema_ready: AtomicBool::new(false),
             reached: AtomicBool::new(false),
+            backoff_until: AtomicU64::new(0),
             redis,
             negative: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
@@ -288,7 +294,15 @@ impl Remote {
     /// A pooled connection (the schema created on first use), within [`ACQUIRE_TIMEOUT`] or
     /// the connect timeouts.
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let client = match self.pool.get().await {
+            Ok(client) => client,
+            Err(e) => {
+                if matches!(e, PoolError::Timeout(_)) {
+                    self.back_off();
+                }
+                return Err(pool_error(e));
+            }
+        };
         if !self.schema_ready.load(Ordering::Acquire) {
             // Concurrent first starts can race on CREATE ... IF NOT EXISTS: retry once.
             let schema = async {
@@ -324,17 +338,41 @@ impl Remote {
         limit: Duration,
         f: impl AsyncFnOnce(&deadpool_postgres::ClientWrapper) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, StoreError> {
+        if millis_since(self.base) < self.backoff_until.load(Ordering::Acquire) {
+            return Err(unavailable("postgres timed out just now; not tried"));
+        }
+        self.probe_within(limit, f).await
+    }
+
+    /// [`Remote::with_client_within`] even while backing off (the readiness probe).
+    async fn probe_within<T>(
+        &self,
+        limit: Duration,
+        f: impl AsyncFnOnce(&deadpool_postgres::ClientWrapper) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, StoreError> {
         let client = self.client().await?;
         let result = tokio::time::timeout(limit, f(&client)).await;
         match result {
-            Ok(result) => result.map_err(pg_error),
+            Ok(result) => {
+                if result.is_ok() {
+                    self.backoff_until.store(0, Ordering::Release);
+                }
+                result.map_err(pg_error)
+            }
             Err(_) => {
+                self.back_off();
                 drop(deadpool_postgres::Object::take(client));
                 Err(unavailable(format!(
                     "postgres did not answer within {limit:?}"
                 )))
             }
         }
+    }
+
+    /// Stops trying Postgres for [`BACKOFF_AFTER_TIMEOUT`].
+    fn back_off(&self) {
+        let until = millis_since(self.base) + BACKOFF_AFTER_TIMEOUT.as_millis() as u64;
+        self.backoff_until.fetch_max(until, Ordering::AcqRel);
     }
 
     /// Creates the schema now if the database answers (otherwise on first use).
@@ -353,7 +391,7 @@ impl Remote {
     /// Readiness of Postgres. The error is a sentence without addresses (it is shown in
     /// `/readyz`); the detail is logged.
     pub(crate) async fn check_postgres(&self) -> Result<(), String> {
-        let probe = self.with_client_within(CHECK_TIMEOUT, async |c| {
+        let probe = self.probe_within(CHECK_TIMEOUT, async |c| {
             c.simple_query("SELECT 1").await.map(|_| ())
         });
         match tokio::time::timeout(CHECK_TIMEOUT, probe).await {
@@ -468,15 +506,6 @@ impl Remote {
                 });
             }
         }
-    }
-
-    /// Miss path: negative cache, Redis, Postgres; fills the index (and Redis) on a hit.
-    /// Returns whether the index now holds `code`.
-    pub(crate) async fn load(&self, shared: &Shared, code: &str) -> Result<bool, StoreError> {
-        Ok(matches!(
-            self.fetch(shared, code).await?,
-            Fetched::Found { indexed: true, .. }
-        ))
     }
 
     /// Miss path: negative cache, Redis, Postgres. A link found is put in the index unless an
@@ -1017,6 +1046,38 @@ impl Remote {
     }
 }
 
+/// Used by `Store::peek_remote` (`HEAD`): [`resolve`] without counting a click.
+pub(crate) async fn peek(
+    remote: &Remote,
+    store: &super::Store,
+    code: &str,
+) -> Result<Lookup, StoreError> {
+    let shared = &store.0.shared;
+    let (link, indexed) = match remote.fetch(shared, code).await? {
+        Fetched::Missing => return Ok(Lookup::Missing),
+        Fetched::Found { link, indexed } => (link, indexed),
+    };
+    if indexed {
+        match store.peek(code) {
+            Lookup::Missing => {}
+            lookup => return Ok(lookup),
+        }
+    }
+    Ok(answer_from_row(shared, link))
+}
+
+/// The answer for a link read but not in the index.
+fn answer_from_row(shared: &Shared, link: Cached) -> Lookup {
+    if link
+        .expires_at
+        .is_some_and(|at| shared.clock.now_unix() >= at)
+    {
+        Lookup::Expired
+    } else {
+        Lookup::Found(Bytes::from(link.url))
+    }
+}
+
 /// Used by `Store::resolve_remote`: looks `code` up remotely, then resolves it locally
 /// (counting a click). A link read but not kept in the index (its code was invalidated
 /// during the read) is answered from the row read, its click counted in Postgres.
@@ -1036,12 +1097,10 @@ pub(crate) async fn resolve(
             lookup => return Ok(lookup),
         }
     }
-    if link
-        .expires_at
-        .is_some_and(|at| shared.clock.now_unix() >= at)
-    {
-        return Ok(Lookup::Expired);
+    let generation = link.generation;
+    let answer = answer_from_row(shared, link);
+    if matches!(answer, Lookup::Found(_)) {
+        remote.count_click(code, generation).await;
     }
-    remote.count_click(code, link.generation).await;
-    Ok(Lookup::Found(Bytes::from(link.url)))
+    Ok(answer)
 }
