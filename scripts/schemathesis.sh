@@ -7,7 +7,7 @@
 #
 #   scripts/schemathesis.sh [--quick] [--examples N] [--seed N]
 #
-# Bounded: --examples cases per operation and phase (default 150, about a minute; --quick or
+# Bounded: --examples cases per operation and phase (default 300, about 30 s; --quick or
 # LINKR_SCHEMATHESIS_QUICK=1: 25, a few seconds), the whole run stopped after 240 s. The seed is
 # random unless --seed (or LINKR_SCHEMATHESIS_SEED) is given; the report names it. LINKR_BIN runs
 # that linkr instead of building target/debug/linkr.
@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCHEMATHESIS_VERSION=4.32.5
-EXAMPLES=${LINKR_SCHEMATHESIS_EXAMPLES:-150}
+EXAMPLES=${LINKR_SCHEMATHESIS_EXAMPLES:-300}
 SEED=${LINKR_SCHEMATHESIS_SEED:-}
 [[ ${LINKR_SCHEMATHESIS_QUICK:-0} == 1 ]] && EXAMPLES=25
 while [[ $# -gt 0 ]]; do
