@@ -49,7 +49,12 @@ const CHECK_SCRIPT: &str = r#"<script>
       overflowing.push(el.tagName + ' content ' + el.scrollWidth + ' > ' + el.clientWidth);
   }
   const figures = {};
-  for (const td of document.querySelectorAll('td[data-figure]')) figures[td.dataset.figure] = td.textContent;
+  const sources = {};
+  for (const td of document.querySelectorAll('td[data-figure]')) {
+    figures[td.dataset.figure] = td.querySelector('.value').textContent;
+    const src = td.querySelector('.src');
+    if (src) sources[td.dataset.figure] = src.textContent;
+  }
   const rows = [...document.querySelectorAll('tr.case')].map(tr => ({
     verdict: tr.querySelector('.verdict').textContent,
     case: tr.querySelector('code').textContent,
@@ -63,6 +68,7 @@ const CHECK_SCRIPT: &str = r#"<script>
     overflowing: overflowing,
     banner: document.getElementById('verdict').textContent,
     figures: figures,
+    sources: sources,
     rows: rows,
     injected: window.injected === 1,
     externalAssets: document.querySelectorAll('link[href], script[src], img[src]').length,
@@ -171,6 +177,10 @@ fn reliability_report_shows_figures_and_verdicts_without_overflow_at_1280_px() {
     assert_eq!(figures["recovery_ms"], "1,234 ms");
     assert_eq!(figures["links_counted"], "306");
     assert_eq!(figures["schemathesis_cases"], "not measured");
+    assert_eq!(
+        check["sources"]["peak_rss_bytes"], "(overload_at_ten_times_the_knee_sheds_with_429)",
+        "the largest-of figures name their case"
+    );
     let rows = check["rows"].as_array().unwrap();
     let verdicts: Vec<(&str, &str)> = rows
         .iter()

@@ -219,7 +219,8 @@ def number(v):
 
 
 def combine(cases):
-    out = {}
+    """The standard figures over all cases, and for the largest-of ones the case it came from."""
+    out = {"figure_sources": {}}
     for key, _label, how, _unit in STANDARD_FIGURES:
         values = [c["figures"][key] for c in cases if number(c["figures"].get(key))]
         if key == "schemathesis_cases":
@@ -232,6 +233,8 @@ def combine(cases):
             out[key] = sum(values)
         else:
             out[key] = max(values)
+            out["figure_sources"][key] = next(
+                c["case"] for c in cases if c["figures"].get(key) == out[key])
     return out
 
 
@@ -353,8 +356,11 @@ def render_html(s):
         v = s.get(key)
         state = " unmeasured" if v is None else \
             " nonzero" if key in ("requests_lost", "acknowledged_lost", "server_errors") and v else ""
-        out.append("<tr><th>%s <code>%s</code></th><td class=\"v%s\" data-figure=\"%s\">%s</td></tr>"
-                   % (e(label), e(key), state, e(key), e(fmt_value(key, v, unit))))
+        source = (s.get("figure_sources") or {}).get(key)
+        source = " <span class=\"src\">(%s)</span>" % e(source) if source else ""
+        out.append("<tr><th>%s <code>%s</code></th><td class=\"v%s\" data-figure=\"%s\">%s%s"
+                   "</td></tr>" % (e(label), e(key), state, e(key),
+                                   "<span class=\"value\">%s</span>" % e(fmt_value(key, v, unit)), source))
     out.append("</table>")
     out.append("<h2>Cases</h2>")
     out.append("<table class=\"cases\"><colgroup><col style=\"width:9%\"><col style=\"width:27%\">"
