@@ -177,7 +177,8 @@ impl From<StoreError> for ApiError {
             StoreError::NotOwner => ApiError::Forbidden,
             StoreError::Closed => ApiError::Unavailable("the store is closed"),
             StoreError::Unavailable(detail) => {
-                tracing::warn!(error = %detail, "database unavailable");
+                // Debug: during an outage every request would log it (readiness warns).
+                tracing::debug!(error = %detail, "database unavailable");
                 ApiError::Unavailable("the database is not available; retry later")
             }
             other => ApiError::Internal(other.to_string()),

@@ -974,6 +974,8 @@ impl Remote {
     async fn receive(&self, redis: &Redis, shared: &Shared) {
         use futures_util::StreamExt;
         let mut had_gap = false;
+        // Failed attempts in a row: the first and every 60th (about 30 s apart) are logged.
+        let mut failures = 0u32;
         loop {
             let connected = async {
                 let mut pubsub = redis.client.get_async_pubsub().await?;
@@ -986,6 +988,7 @@ impl Remote {
             };
             match pubsub {
                 Ok(Ok(pubsub)) => {
+                    failures = 0;
                     if had_gap {
                         if let Err(e) = self.flush_clicks(shared).await {
                             tracing::warn!(error = %e, "click flush before resync failed");
@@ -1034,10 +1037,16 @@ impl Remote {
                     }
                     redis.subscribed.store(false, Ordering::Release);
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot subscribe to invalidations"),
-                Err(_) => tracing::warn!("subscribing to invalidations timed out"),
+                Ok(Err(e)) if failures.is_multiple_of(60) => {
+                    tracing::warn!(error = %e, failures, "cannot subscribe to invalidations");
+                }
+                Err(_) if failures.is_multiple_of(60) => {
+                    tracing::warn!(failures, "subscribing to invalidations timed out");
+                }
+                Ok(Err(_)) | Err(_) => {}
             }
             had_gap = true;
+            failures = failures.wrapping_add(1);
             tokio::select! {
                 () = self.stop.cancelled() => return,
                 () = tokio::time::sleep(Duration::from_millis(500)) => {}
