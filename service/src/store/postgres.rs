@@ -319,8 +319,8 @@ impl Remote {
                 }
             }
             self.schema_ready.store(true, Ordering::Release);
+            self.reached.store(true, Ordering::Release);
         }
-        self.reached.store(true, Ordering::Release);
         Ok(client)
     }
 
@@ -356,6 +356,7 @@ impl Remote {
             Ok(result) => {
                 if result.is_ok() {
                     self.backoff_until.store(0, Ordering::Release);
+                    self.reached.store(true, Ordering::Release);
                 }
                 result.map_err(pg_error)
             }
