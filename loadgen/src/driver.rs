@@ -373,6 +373,9 @@ struct Measured {
     users: u64,
     max_in_flight: u64,
     pool_exhausted: bool,
+    /// The pool held fewer connections than [`crate::engine::lean::needed_connections`] (capped, or fixed by
+    /// `LOADGEN_CONNECTIONS`): if it ran dry, too few connections may be why.
+    pool_short: bool,
     missed: u64,
     goose_metrics: bool,
 }
@@ -468,6 +471,7 @@ async fn run_lean(
     };
     let seg = segment.map_or((0, 1), |s| (s.index, s.count));
     let users = lean::connections(cfg.rate / share as f64).min(slots.max(1));
+    let pool_short = users < lean::needed_connections(cfg.rate / share as f64).min(slots.max(1));
     let goose_metrics = GOOSE_METRICS.load(Ordering::Relaxed) || cfg.goose_report.is_some();
     goose_report_dir(cfg.goose_report.as_deref())?;
     let args = goose_args(&host, users, goose_metrics, cfg.goose_report.as_deref());
@@ -556,6 +560,7 @@ async fn run_lean(
             users,
             max_in_flight: step.max_in_flight.load(Ordering::Relaxed),
             pool_exhausted: step.behind.load(Ordering::Relaxed) > 0,
+            pool_short,
             missed: slots.saturating_sub(step.sent.load(Ordering::Relaxed)),
             goose_metrics,
         })
@@ -579,6 +584,8 @@ async fn run_reqwest(cfg: &StepConfig) -> Result<Measured, LoadgenError> {
     )?;
     let schedule = Schedule::new(cfg.arrival, cfg.rate, cfg.duration);
     let users = pool_size(cfg.rate).min(schedule.len().max(1));
+    let pool_short =
+        users < crate::engine::lean::needed_connections(cfg.rate).min(schedule.len().max(1));
     let goose_metrics = GOOSE_METRICS.load(Ordering::Relaxed) || cfg.goose_report.is_some();
 
     let step = Arc::new(Step {
@@ -671,6 +678,7 @@ async fn run_reqwest(cfg: &StepConfig) -> Result<Measured, LoadgenError> {
         users,
         max_in_flight,
         pool_exhausted: max_in_flight >= users,
+        pool_short,
         missed: released - claimed,
         goose_metrics,
     })
@@ -716,6 +724,7 @@ fn result(cfg: &StepConfig, m: Measured) -> StepResult {
         generator_cpu: m.generator_cpu,
         runtime_lag_p90_us: runtime_lag.p90,
         pool_exhausted: m.pool_exhausted,
+        pool_short: m.pool_short,
         users: m.users,
         lag_is_generators: m.client == ClientKind::Lean,
     });
@@ -852,6 +861,8 @@ pub struct Evidence {
     /// p90 lateness of the runtime probe (µs).
     pub runtime_lag_p90_us: u64,
     pub pool_exhausted: bool,
+    /// The pool had fewer connections than the rate needs ([`crate::engine::lean::needed_connections`]).
+    pub pool_short: bool,
     pub users: u64,
     /// The lags are the generator's own (measured from when the request's connection was free,
     /// as the lean client does): they judge the generator even when the server held every
@@ -907,6 +918,14 @@ pub fn saturation_reason(e: &Evidence) -> Option<String> {
         return Some(format!(
             "the generator's runtime ran timers {:.1} ms late at p90 (short of CPU: its own work or other processes on its cores)",
             e.runtime_lag_p90_us as f64 / 1000.0
+        ));
+    }
+    if e.pool_exhausted && e.pool_short {
+        return Some(format!(
+            "all {} connections were busy, fewer than the rate needs (rate x {} ms): too few connections, \
+             not evidence about the service",
+            e.users,
+            crate::engine::lean::allowance().as_millis()
         ));
     }
     if e.pool_exhausted && !e.lag_is_generators {
@@ -1074,6 +1093,7 @@ mod tests {
             generator_cpu: 0.3,
             runtime_lag_p90_us: 800,
             pool_exhausted: false,
+            pool_short: false,
             users: 1000,
             lag_is_generators: false,
         }
@@ -1195,6 +1215,36 @@ mod tests {
                 lag_p50_us: 20,
                 lag_p99_us: 150,
                 ..lean
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn a_pool_short_of_what_the_rate_needs_that_ran_dry_is_the_generator() {
+        let e = Evidence {
+            pool_exhausted: true,
+            pool_short: true,
+            lag_is_generators: true,
+            ..ok()
+        };
+        assert!(
+            saturation_reason(&e)
+                .unwrap()
+                .contains("too few connections")
+        );
+        // Deep enough, or not run dry: no verdict from the pool's size.
+        assert_eq!(
+            saturation_reason(&Evidence {
+                pool_short: false,
+                ..e
+            }),
+            None
+        );
+        assert_eq!(
+            saturation_reason(&Evidence {
+                pool_exhausted: false,
+                ..e
             }),
             None
         );

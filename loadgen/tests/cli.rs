@@ -278,3 +278,60 @@ fn an_unreachable_target_fails_the_error_threshold() {
     assert_eq!(o.status.code(), Some(1), "stderr: {}", stderr(&o));
     assert!(stderr(&o).contains("error rate"), "{}", stderr(&o));
 }
+
+/// A pool smaller than the rate needs that runs dry is the generator's limit, never a verdict on
+/// the service: 200 req/s against a server that answers each request in 20 ms keeps 4 requests
+/// in flight; with the pool fixed at 2 connections (`LOADGEN_CONNECTIONS`) the step says it was
+/// saturated by too few connections. With the pool sized from the rate it is not.
+#[test]
+fn a_pool_too_small_for_the_rate_is_the_generator_s_limit() {
+    let server =
+        driver_support::start_conn_server_in_background(1, std::time::Duration::from_millis(20));
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let target = format!("{}/x", server.base);
+    let run = |connections: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+        cmd.args([
+            "run",
+            "--target",
+            &target,
+            "--scenario",
+            "get",
+            "--rate",
+            "200",
+            "--duration",
+            "1s",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        cmd.env_remove("LOADGEN_CONNECTIONS");
+        if let Some(n) = connections {
+            cmd.env("LOADGEN_CONNECTIONS", n);
+        }
+        let o = cmd.output().expect("run loadgen");
+        assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&json).unwrap()).unwrap()
+    };
+    let short = run(Some("2"));
+    assert_eq!(short["users"], 2, "{short}");
+    assert_eq!(short["pool_exhausted"], true, "{short}");
+    assert_eq!(short["generator_saturated"], true, "{short}");
+    assert!(
+        short["saturation"]
+            .as_str()
+            .unwrap()
+            .contains("too few connections"),
+        "{short}"
+    );
+    let sized = run(None);
+    assert_eq!(sized["pool_exhausted"], false, "{sized}");
+    // (A busy machine may still delay the generator's thread: then the reason is not the pool.)
+    assert!(
+        !sized["saturation"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("connections"),
+        "{sized}"
+    );
+}

@@ -57,9 +57,38 @@ const END_GRACE: Duration = Duration::from_millis(5);
 /// How often the runtime probe wakes.
 const PROBE_EVERY: Duration = Duration::from_millis(5);
 
-/// Connections (goose users) for `rate`.
+static ALLOWANCE_US: AtomicU64 = AtomicU64::new(0);
+
+/// Deepens the pool to `d` when that is longer than [`LATENCY_ALLOWANCE`]: a knee search with a
+/// looser objective (`--slo-p99 50ms`) needs connections for `rate × 50 ms` in flight, or a pool
+/// run dry would queue requests that the service answers within the objective.
+pub fn set_allowance(d: Duration) {
+    ALLOWANCE_US.store(d.as_micros() as u64, Ordering::Relaxed);
+}
+
+/// The latency the pool absorbs: [`LATENCY_ALLOWANCE`], or longer ([`set_allowance`]);
+/// `LOADGEN_ALLOWANCE_MS` overrides both.
+pub fn allowance() -> Duration {
+    if let Some(ms) = std::env::var("LOADGEN_ALLOWANCE_MS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|ms| ms.is_finite() && *ms > 0.0)
+    {
+        return Duration::from_secs_f64(ms / 1e3);
+    }
+    LATENCY_ALLOWANCE.max(Duration::from_micros(ALLOWANCE_US.load(Ordering::Relaxed)))
+}
+
+/// Connections needed for `rate` so that the pool runs dry only when requests are in flight for
+/// longer than the [`allowance`] on average: `rate × allowance`, at least [`MIN_CONNECTIONS`].
+pub fn needed_connections(rate: f64) -> u64 {
+    ((rate * allowance().as_secs_f64()).ceil() as u64).max(MIN_CONNECTIONS)
+}
+
+/// Connections (goose users) for `rate`: [`needed_connections`], at most [`MAX_CONNECTIONS`].
 /// `LOADGEN_CONNECTIONS=N` fixes the number (`scripts/gen-ceiling.sh` measures the cost per
-/// request with wrk's 32); `LOADGEN_ALLOWANCE_MS` changes the allowance.
+/// request with wrk's 32). A pool smaller than needed that runs dry is the generator's limit,
+/// not the service's (see `driver::saturation_reason`).
 pub fn connections(rate: f64) -> u64 {
     if let Some(n) = std::env::var("LOADGEN_CONNECTIONS")
         .ok()
@@ -67,11 +96,7 @@ pub fn connections(rate: f64) -> u64 {
     {
         return n.clamp(1, MAX_CONNECTIONS);
     }
-    let allowance = std::env::var("LOADGEN_ALLOWANCE_MS")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(LATENCY_ALLOWANCE.as_secs_f64(), |ms| ms / 1e3);
-    ((rate * allowance).ceil() as u64).clamp(MIN_CONNECTIONS, MAX_CONNECTIONS)
+    needed_connections(rate).min(MAX_CONNECTIONS)
 }
 
 /// Where the connections go, resolved once per step.

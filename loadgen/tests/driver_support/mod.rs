@@ -202,3 +202,24 @@ pub async fn start_conn_server(slow_every: u64, slow_for: std::time::Duration) -
     });
     ConnServer { base, used, slow }
 }
+
+/// [`start_conn_server`] on its own thread and runtime (for tests that run the binary).
+pub fn start_conn_server_in_background(
+    slow_every: u64,
+    slow_for: std::time::Duration,
+) -> ConnServer {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            tx.send(start_conn_server(slow_every, slow_for).await)
+                .unwrap_or_else(|_| panic!("test gone"));
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().unwrap()
+}
