@@ -173,10 +173,28 @@ backend_error!(
     redb::SetDurabilityError
 );
 
+/// Opens the database and loads the index from it, with a cache of `LOAD_CACHE_BYTES` for
+/// the load, then reopens it with the writer's cache: the load reads each page once, and
+/// the pages it left in the cache (about 7 MiB) would stay there, unused, until evicted by
+/// writes.
+pub(crate) fn open_and_load(path: &Path) -> Result<(Database, Index, Owners), StoreError> {
+    let db = open_db_with_cache(path, LOAD_CACHE_BYTES)?;
+    let (index, owners) = load(&db)?;
+    drop(db);
+    Ok((open_db(path)?, index, owners))
+}
+
+/// redb's cache while the index is loaded.
+const LOAD_CACHE_BYTES: usize = 256 * 1024;
+
 /// Opens (or creates) the database file and checks or writes the schema version.
 pub(crate) fn open_db(path: &Path) -> Result<Database, StoreError> {
+    open_db_with_cache(path, CACHE_BYTES)
+}
+
+fn open_db_with_cache(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
     let db = Database::builder()
-        .set_cache_size(CACHE_BYTES)
+        .set_cache_size(cache_bytes)
         .create(path)
         .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
     let txn = db.begin_read()?;

@@ -191,8 +191,8 @@ impl Store {
                 cfg.data_dir.display()
             ))
         })?;
-        let db = Arc::new(durable::open_db(&cfg.data_dir.join(DB_FILE))?);
-        let (index, owners) = durable::load(&db)?;
+        let (db, index, owners) = durable::open_and_load(&cfg.data_dir.join(DB_FILE))?;
+        let db = Arc::new(db);
         let shared = Arc::new(Shared {
             index,
             owners,
