@@ -53,7 +53,7 @@ async fn create(linkr: &ChildApp, code: &str) {
 
 /// The `i`th distinct client: an IPv4 address for even `i`, an IPv6 /64 of its own for odd.
 fn forwarded_client(i: u32) -> String {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         let [a, b, c, d] = (0x0b00_0000 + i).to_be_bytes();
         format!("{a}.{b}.{c}.{d}")
     } else {

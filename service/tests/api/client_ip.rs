@@ -167,7 +167,7 @@ async fn many_source_addresses_cannot_grow_the_limiter_past_its_bound() {
     assert_eq!(limiter.max_keys(), CAP);
     for i in 0..3000u32 {
         let [_, _, a, b] = i.to_be_bytes();
-        let peer = if i % 2 == 0 {
+        let peer = if i.is_multiple_of(2) {
             format!("198.{}.{a}.{b}", (i >> 16) % 256)
         } else {
             format!("2001:db8:{i:x}::1")
