@@ -1064,6 +1064,19 @@ mod tests {
     }
 
     #[test]
+    fn problems_name_settings_given_as_flags_word_by_word() {
+        let given = vec![("LINKR_API_KEYS".to_string(), "--api-keys".to_string())];
+        assert_eq!(
+            name_as_given(
+                "LINKR_API_KEYS: set LINKR_API_KEYS or LINKR_API_KEYS_FILE, not both",
+                &given
+            ),
+            "--api-keys: set --api-keys or LINKR_API_KEYS_FILE, not both"
+        );
+        assert_eq!(name_as_given("LINKR_ADDR: bad", &given), "LINKR_ADDR: bad");
+    }
+
+    #[test]
     fn admin_addr_must_differ() {
         let problems = raw(&["--addr", "127.0.0.1:7000", "--admin-addr", "127.0.0.1:7000"])
             .validate()
