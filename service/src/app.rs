@@ -11,6 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::Request;
 use futures_util::future::Either;
+use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +23,7 @@ use crate::config::{Config, humanize};
 use crate::metrics::Metrics;
 use crate::ratelimit::{KeyedLimiter, LimiterClock};
 use crate::routes::{Api, Health, api, startup_router};
-use crate::server::{App, RequestBody, ServeOptions, Server};
+use crate::server::{App, BodyLimit, ServeOptions, Server};
 use crate::store::{RemoteConfig, Store, StoreConfig, StoreError};
 
 pub use crate::routes::api_router;
@@ -166,10 +167,10 @@ impl<A> Switch<A> {
 impl<A: App> App for Switch<A> {
     type Future = Either<A::Future, <Router as App>::Future>;
 
-    fn serve(&self, req: Request<RequestBody>) -> Self::Future {
+    fn serve(&self, req: Request<Incoming>, body: BodyLimit) -> Self::Future {
         match self.ready.get() {
-            Some(app) => Either::Left(app.serve(req)),
-            None => Either::Right(self.starting.serve(req)),
+            Some(app) => Either::Left(app.serve(req, body)),
+            None => Either::Right(self.starting.serve(req, body)),
         }
     }
 }

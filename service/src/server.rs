@@ -67,14 +67,16 @@ use crate::error::error_response;
 pub trait App: Send + Sync + 'static {
     type Future: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static;
 
-    fn serve(&self, req: Request<RequestBody>) -> Self::Future;
+    /// Serves `req`. Whatever reads its body reads it through `body` ([`BodyLimit::wrap`]),
+    /// which holds it to the body timeout.
+    fn serve(&self, req: Request<Incoming>, body: BodyLimit) -> Self::Future;
 }
 
 impl App for Router {
     type Future = <Router as tower::Service<Request<RequestBody>>>::Future;
 
-    fn serve(&self, req: Request<RequestBody>) -> Self::Future {
-        tower::Service::call(&mut self.clone(), req)
+    fn serve(&self, req: Request<Incoming>, body: BodyLimit) -> Self::Future {
+        tower::Service::call(&mut self.clone(), req.map(|b| body.wrap(b)))
     }
 }
 
@@ -521,7 +523,7 @@ impl<A: App> hyper::service::Service<Request<Incoming>> for ConnService<A> {
     type Error = Infallible;
     type Future = InFlightFuture<A::Future>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         bump(&self.activity.requests);
         let h2 = req.version() == Version::HTTP_2;
         if h2 {
@@ -535,29 +537,19 @@ impl<A: App> hyper::service::Service<Request<Incoming>> for ConnService<A> {
         {
             return InFlightFuture::shed();
         }
-        let (mut parts, body) = req.into_parts();
         if let Some(peer) = self.peer {
-            parts.extensions.insert(ConnectInfo(peer));
+            req.extensions_mut().insert(ConnectInfo(peer));
         }
         let body_timed_out = opts
             .body_timeout
-            .filter(|_| !body.is_end_stream())
+            .filter(|_| !req.body().is_end_stream())
             .map(|_| Arc::new(AtomicBool::new(false)));
-        let body = RequestBody {
-            inner: body,
-            stall: opts
-                .body_timeout
-                .zip(body_timed_out.clone())
-                .map(|(timeout, timed_out)| Stall {
-                    timeout,
-                    timer: None,
-                    waiting: false,
-                    timed_out,
-                }),
+        let body = BodyLimit {
+            stall: opts.body_timeout.zip(body_timed_out.clone()),
         };
         self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlightFuture {
-            inner: Some(self.app.serve(Request::from_parts(parts, body))),
+            inner: Some(self.app.serve(req, body)),
             guard: Some(InFlightGuard {
                 activity: self.activity.clone(),
                 counted: false,
@@ -711,6 +703,32 @@ struct Stall {
     /// The timer runs from the start of the current wait.
     waiting: bool,
     timed_out: Arc<AtomicBool>,
+}
+
+/// A request body's time limit, applied by [`BodyLimit::wrap`].
+pub struct BodyLimit {
+    /// The body timeout and the flag that tells the request's response future it passed.
+    stall: Option<(Duration, Arc<AtomicBool>)>,
+}
+
+impl BodyLimit {
+    /// No limit (what an [`App`] called outside a [`Server`] may pass).
+    pub fn none() -> Self {
+        Self { stall: None }
+    }
+
+    /// `body` held to this limit.
+    pub fn wrap(self, body: Incoming) -> RequestBody {
+        RequestBody {
+            inner: body,
+            stall: self.stall.map(|(timeout, timed_out)| Stall {
+                timeout,
+                timer: None,
+                waiting: false,
+                timed_out,
+            }),
+        }
+    }
 }
 
 /// The body timeout's error (a handler that reads the body sees it; the client gets a 408).

@@ -22,6 +22,7 @@ use axum::response::Response;
 use axum::routing::future::RouteFuture;
 use axum::routing::{MethodRouter, get, get_service, post};
 use bytes::Bytes;
+use hyper::body::Incoming;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use tower::{Layer, Service, ServiceBuilder};
 
@@ -29,7 +30,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::metrics::{KNOWN_ROUTES, Metrics, MetricsLayer, MetricsService};
 use crate::middleware::{RequestContext, RequestContextLayer};
-use crate::server::{App, RequestBody};
+use crate::server::{App, BodyLimit};
 use redirect::Redirect;
 
 pub use health::Health;
@@ -151,15 +152,28 @@ impl Api {
         B::Error: Into<axum::BoxError>,
     {
         if is_redirect(&req) {
-            // No body (checked): dropping it now is what the handler did with it.
-            let req = req.map(|_| Body::empty());
-            ApiFuture::Redirect {
-                inner: self.redirect.clone().call(req),
-            }
+            self.redirect_now(req)
         } else {
-            ApiFuture::Router {
-                inner: self.router.clone().call(req),
-            }
+            self.route(req)
+        }
+    }
+
+    /// The fast path, for a request [`is_redirect`] accepted.
+    fn redirect_now<B>(&self, req: axum::http::Request<B>) -> ApiFuture {
+        // No body (checked): dropping it now is what the handler did with it.
+        let req = req.map(|_| Body::empty());
+        ApiFuture::Redirect {
+            inner: self.redirect.clone().call(req),
+        }
+    }
+
+    fn route<B>(&self, req: axum::http::Request<B>) -> ApiFuture
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        ApiFuture::Router {
+            inner: self.router.clone().call(req),
         }
     }
 
@@ -172,8 +186,14 @@ impl Api {
 impl App for Api {
     type Future = ApiFuture;
 
-    fn serve(&self, req: axum::http::Request<RequestBody>) -> ApiFuture {
-        self.serve_request(req)
+    /// [`Api::serve_request`]; the body gets its limit only off the fast path, which drops it
+    /// unread (so a redirect's request is not rebuilt around a new body type).
+    fn serve(&self, req: axum::http::Request<Incoming>, body: BodyLimit) -> ApiFuture {
+        if is_redirect(&req) {
+            self.redirect_now(req)
+        } else {
+            self.route(req.map(|b| body.wrap(b)))
+        }
     }
 }
 
