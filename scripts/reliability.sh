@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The reliability and security suite, on loopback only, each part bounded in time:
 #
-#   scripts/reliability.sh [--quick] [--rerun] [--information NAME,...]
+#   scripts/reliability.sh [--quick] [--rerun] [--information NAME,...] [--skip PART,...]
 #
 # - every test file service/tests/reliability_*.rs and loadgen/tests/reliability_*.rs (found by
 #   glob), run with --nocapture --test-threads=1; each test is a case: libtest's ok/FAILED/ignored
@@ -11,6 +11,7 @@
 #
 # Writes reports/reliability/summary.json and index.html; exits 1 if a case failed (cases named
 # by --information are reported but do not fail the run: a test's name, or a part's NAME).
+# --skip PART,... does not run those part scripts (reported as skipped, saying so).
 #
 # --quick: the parts' short modes, and the test files' results are read from the last
 # scripts/test.sh run when it ran the whole workspace on this very checkout (it keeps its log in
@@ -24,10 +25,12 @@ cd "$(dirname "$0")/.."
 QUICK=0
 RERUN=0
 INFORMATION=""
+SKIP=""
 while [[ $# -gt 0 ]]; do
     case $1 in
         --quick) QUICK=1 ;;
         --rerun) RERUN=1 ;;
+        --skip) SKIP=${2:?--skip needs PART,...}; shift ;;
         --information) INFORMATION=${2:?--information needs NAME,...}; shift ;;
         -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "reliability.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -124,6 +127,11 @@ fi
 for part in schemathesis fuzz deny; do
     script=scripts/$part.sh
     [[ -x $script ]] || continue
+    if [[ ,$SKIP, == *",$part,"* ]]; then
+        step "$script: not run (--skip $part)"
+        printf '%s\t%s\t0\t\n' "$part" "skipped-by-option" >>"$OUT/logs/parts.tsv"
+        continue
+    fi
     args=()
     [[ $QUICK == 1 ]] && args=(--quick)
     step "$script ${args[*]}"

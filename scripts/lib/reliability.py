@@ -180,6 +180,12 @@ def test_cases(source, log_path, exit_code, seconds, origin):
 def part_case(parts_dir, name, exit_code, seconds, filename=None):
     path = os.path.join(parts_dir, filename or name + ".json")
     script = "scripts/%s.sh" % name
+    if exit_code == "skipped-by-option":
+        return {
+            "case": name, "test": None, "source": script, "origin": "run", "part": name,
+            "tried": "run %s" % script, "figures": {}, "verdict": "skipped",
+            "reason": "not run: scripts/reliability.sh --skip %s" % name, "binary_seconds": 0.0,
+        }
     try:
         with open(path, encoding="utf-8") as f:
             part = json.load(f)
