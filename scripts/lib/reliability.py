@@ -417,7 +417,10 @@ def split_log(args):
         for line in f:
             m = RUNNING.match(line)
             if m:
-                base = os.path.basename(m.group(1))
+                path = m.group(1)
+                if path.endswith("/main.rs"):
+                    path = os.path.dirname(path) + ".rs"
+                base = os.path.basename(path)
                 if m.group(1).startswith("tests/") and base.startswith("reliability_"):
                     current = base[:-3] if base.endswith(".rs") else base
                     segments[current] = []
