@@ -337,6 +337,8 @@ async fn lifecycle_sigterm_under_load_loses_no_accepted_request() {
             ("LINKR_ACCESS_LOG", "off"),
             ("LINKR_SHUTDOWN_DELAY", "1500ms"),
             ("LINKR_SHUTDOWN_TIMEOUT", "10s"),
+            // The half-sent bodies wait a few seconds on purpose: not a stalled client.
+            ("LINKR_BODY_TIMEOUT", "30s"),
         ],
     );
     linkr.wait_started().await;
