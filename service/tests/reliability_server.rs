@@ -5,7 +5,7 @@
 //!   every acknowledged click counted after a restart;
 //! - `connection_flood_...`: thousands of idle and slowloris sockets against a connection cap,
 //!   while a real client (one kept-alive connection, redirects at a fixed rate) keeps its p99;
-//! - `overload_...`: durable creates at 5x the knee of a configuration whose knee this test
+//! - `overload_...`: durable creates at 10x the knee of a configuration whose knee this test
 //!   measures first (a small in-flight limit), then the knee rate again.
 //!
 //! Load comes from the small open-loop generator below (raw HTTP/1 on kept-alive connections,
@@ -577,7 +577,7 @@ const OVERLOAD_MAX_IN_FLIGHT: &str = "4";
 const CREATE_SLO_P99: Duration = Duration::from_millis(100);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overload_at_5x_the_knee_is_shed_fast_with_bounded_memory_and_recovers() {
+async fn overload_at_10x_the_knee_is_shed_fast_with_bounded_memory_and_recovers() {
     const CONNECTIONS: usize = 64;
     let dir = tempfile::tempdir().unwrap();
     let app = ChildApp::spawn(
@@ -598,21 +598,25 @@ async fn overload_at_5x_the_knee_is_shed_fast_with_bounded_memory_and_recovers()
     let step = Duration::from_millis(1500);
     let mut knee = None;
     let mut steps = Vec::new();
-    for rate in [100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0] {
-        let samples = open_loop(addr, rate, step, CONNECTIONS, create_request, ids.clone()).await;
-        let s = summarize(&samples, 201, step);
-        let good = s.meets_objective();
-        steps.push(json!({"rate": rate, "p99_us": s.p99.as_micros() as u64, "shed": s.shed, "requests": s.requests}));
-        eprintln!("knee step {rate}/s: {s:?}");
-        if !good {
-            break;
+    // A step that misses is tried once more (other processes share these two cores).
+    'search: for rate in [100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0] {
+        for _attempt in 0..2 {
+            let samples =
+                open_loop(addr, rate, step, CONNECTIONS, create_request, ids.clone()).await;
+            let s = summarize(&samples, 201, step);
+            steps.push(json!({"rate": rate, "p99_us": s.p99.as_micros() as u64, "shed": s.shed, "requests": s.requests}));
+            eprintln!("knee step {rate}/s: {s:?}");
+            if s.meets_objective() {
+                knee = Some(rate);
+                continue 'search;
+            }
         }
-        knee = Some(rate);
+        break;
     }
     let knee = knee.unwrap_or_else(|| panic!("no rate met the objective: {steps:?}"));
 
-    // 5x the knee for 5 s, RSS sampled from /proc every 100 ms.
-    let overload = knee * 5.0;
+    // 10x the knee for 5 s, RSS sampled from /proc every 100 ms.
+    let overload = knee * 10.0;
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = tokio::spawn({
         let sampling = sampling.clone();
@@ -667,8 +671,8 @@ async fn overload_at_5x_the_knee_is_shed_fast_with_bounded_memory_and_recovers()
     let alive = client().get(app.url("/healthz")).send().await.unwrap();
 
     report(
-        "overload_at_5x_the_knee_is_shed_fast_with_bounded_memory_and_recovers",
-        "durable creates (open model, 64 kept-alive connections) against LINKR_MAX_IN_FLIGHT=4: the knee measured in 1.5 s steps (p99 <= 100 ms, <= 1% shed), then 5x the knee for 5 s, then the knee rate for 4 s (recovered: from the first 500 ms window within the objective)",
+        "overload_at_10x_the_knee_is_shed_fast_with_bounded_memory_and_recovers",
+        "durable creates (open model, 64 kept-alive connections) against LINKR_MAX_IN_FLIGHT=4: the knee measured in 1.5 s steps (p99 <= 100 ms, <= 1% shed, none failed; a missed step tried twice), then 10x the knee for 5 s, then the knee rate for 4 s (recovered: from the first 500 ms window within the objective)",
         json!({
             "knee_rate": knee,
             "overload_rate": overload,
@@ -686,16 +690,20 @@ async fn overload_at_5x_the_knee_is_shed_fast_with_bounded_memory_and_recovers()
     );
     assert_eq!(alive.status(), 200, "the service stays up");
     assert!(
-        over.achieved >= overload * 0.9,
-        "the generator sent 5x the knee: {over:?}"
+        over.achieved >= overload * 0.8,
+        "the generator sent 10x the knee: {over:?}"
     );
     assert_eq!(
         over.failed, 0,
         "every request answered (201 or 503): {over:?}"
     );
     assert!(
-        over.shed > 0 && over.ok + over.shed == over.requests,
-        "the excess is shed, the rest served: {over:?}"
+        over.ok + over.shed == over.requests,
+        "every request answered 201 or 503: {over:?}"
+    );
+    assert!(
+        over.shed * 2 >= over.requests,
+        "most of 10x the knee is shed: {over:?}"
     );
     assert!(
         over.shed_p99_service < Duration::from_millis(50),
