@@ -233,6 +233,9 @@ pub async fn run_with_clock(
         // The peer address: the per-IP limit and the access log's client_ip.
         connect_info: !config.rate_limit.is_disabled() || config.access_log,
     };
+    if let Some(max) = config.max_connections {
+        warn_if_above_the_open_file_limit(max);
+    }
     let main_server = Server::spawn(listeners.main, main_app.clone(), options)?;
     // CPU profiles hold a request for their whole capture: no request timeout, no shedding.
     let admin_server = Server::spawn(
@@ -364,6 +367,27 @@ pub async fn run_with_clock(
         }
         Ok(Err(e)) => Err(AppError::StoreClose(e)),
         Err(_) => Err(AppError::ShutdownTimeout(config.shutdown_timeout)),
+    }
+}
+
+/// A connection cap above the process's open-file limit does not protect it: accept fails
+/// (EMFILE) before the cap is reached, and the store cannot open files either.
+fn warn_if_above_the_open_file_limit(max_connections: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let open_files = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
+    if open_files < max_connections.saturating_add(64) {
+        tracing::warn!(
+            max_connections,
+            open_files,
+            "the connection limit is above the open-file limit (ulimit -n): raise the limit or lower LINKR_MAX_CONNECTIONS"
+        );
     }
 }
 
