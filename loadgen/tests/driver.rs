@@ -457,13 +457,13 @@ async fn the_lean_client_reconnects_when_the_server_closes_connections() {
 
 /// A slot waits only when every connection is busy: a slow response holds its own request, not
 /// the slots after it on the same connection (wrk2's fixed slots per connection would queue the
-/// next slot of that connection behind it). Every 20th request takes 100 ms at 500 req/s: with
-/// fixed slots `j, j + 32, ...` the next slot of a slow connection is due 64 ms later and waits
-/// about 36 ms, doubling the requests over 20 ms.
+/// next slot of that connection behind it). Every 20th request takes 300 ms at 500 req/s: with
+/// fixed slots `j, j + 32, ...` the next slots of a slow connection are due every 64 ms and the
+/// next four leave 236, 172, 108 and 44 ms late (about 200 requests 20 ms late or more).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_response_delays_only_its_own_request() {
     let _serial = serial().await;
-    let server = support::start_conn_server(20, Duration::from_millis(100)).await;
+    let server = support::start_conn_server(20, Duration::from_millis(300)).await;
     let r = run_step(&step(
         format!("{}/x", server.base),
         Scenario::Get,
@@ -475,13 +475,14 @@ async fn a_slow_response_delays_only_its_own_request() {
     eprintln!("{}", linkr_loadgen::cli::summary(&r));
     assert_eq!(r.errors, 0, "{:?}", r.transport_errors);
     let slow = server.slow.load(std::sync::atomic::Ordering::Relaxed);
-    let over = count_at_or_above(&r.corrected, 20_000);
     assert!(slow >= 45, "{slow} slow answers");
+    // A slot queued behind a slow response leaves 20 ms or more after its intended time; a busy
+    // machine delays a few sends too (16 seen with a load average of 7 on the 2-core VM).
+    let late = count_at_or_above(&r.send_lag, 20_000);
     assert!(
-        over <= slow + slow / 5,
-        "{over} requests took 20 ms or more, for {slow} slow answers: slots queued behind slow responses"
+        late <= slow,
+        "{late} requests left 20 ms or more late, with {slow} slow answers: slots queued behind slow responses"
     );
-    assert!(!r.pool_exhausted, "{r:?}");
 }
 
 /// The connections that carry requests are as many as the requests in flight (plus the one

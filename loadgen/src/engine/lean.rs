@@ -41,14 +41,17 @@ use crate::schedule::Schedule;
 use crate::stats::{Outcome, Registry, Sample};
 
 /// Latency the connections absorb before every one is busy: `rate × allowance` connections
-/// are opened. A slower server then holds every connection and later slots wait for one
-/// (counted from their intended time); the result says `pool_exhausted`. A connection only
-/// costs per request while it is in use (the [`Dispatch`] keeps the busy set as small as the
-/// requests in flight; idle connections cost neither side anything per request), so the pool
-/// can be as deep as the latency objective: with 10 ms (the knee's default SLO), a pool runs
-/// dry only when the mean latency is over 10 ms (Little's law), not at a latency that would
-/// still pass.
-pub const LATENCY_ALLOWANCE: Duration = Duration::from_millis(10);
+/// are opened (at least [`MIN_CONNECTIONS`]). A slower server then holds every connection and
+/// later slots wait for one (counted from their intended time); the result says
+/// `pool_exhausted`. The [`Dispatch`] keeps the connections in use as few as the requests in
+/// flight, so the pool's size matters only when the server falls behind: then every open
+/// connection fills, and each one in use costs both sides cache misses per request (measured
+/// on the 2-core VM against a fixed-302 server: 6.5 µs of generator CPU per request over 32
+/// connections, 10.6 µs over 2,500). In four runs on the busy VM (other builds on both cores,
+/// every run short of CPU) at 0.7-0.8x wrk's closed-loop rate, a 10 ms pool (273-395
+/// connections) cost the server 8.7-9.9 µs per request against 6.7-8.1 µs with 2 ms (55-79),
+/// and achieved 88-100% of the rate (two runs under 99%) against 99.9-100%.
+pub const LATENCY_ALLOWANCE: Duration = Duration::from_millis(2);
 pub const MIN_CONNECTIONS: u64 = 32;
 pub const MAX_CONNECTIONS: u64 = 4_000;
 /// A slot may still leave this long after the step's end (a timer wake-up a little late for the
@@ -57,26 +60,13 @@ const END_GRACE: Duration = Duration::from_millis(5);
 /// How often the runtime probe wakes.
 const PROBE_EVERY: Duration = Duration::from_millis(5);
 
-static ALLOWANCE_US: AtomicU64 = AtomicU64::new(0);
-
-/// Deepens the pool to `d` when that is longer than [`LATENCY_ALLOWANCE`]: a knee search with a
-/// looser objective (`--slo-p99 50ms`) needs connections for `rate × 50 ms` in flight, or a pool
-/// run dry would queue requests that the service answers within the objective.
-pub fn set_allowance(d: Duration) {
-    ALLOWANCE_US.store(d.as_micros() as u64, Ordering::Relaxed);
-}
-
-/// The latency the pool absorbs: [`LATENCY_ALLOWANCE`], or longer ([`set_allowance`]);
-/// `LOADGEN_ALLOWANCE_MS` overrides both.
+/// The latency the pool absorbs: [`LATENCY_ALLOWANCE`]; `LOADGEN_ALLOWANCE_MS` overrides it.
 pub fn allowance() -> Duration {
-    if let Some(ms) = std::env::var("LOADGEN_ALLOWANCE_MS")
+    std::env::var("LOADGEN_ALLOWANCE_MS")
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|ms| ms.is_finite() && *ms > 0.0)
-    {
-        return Duration::from_secs_f64(ms / 1e3);
-    }
-    LATENCY_ALLOWANCE.max(Duration::from_micros(ALLOWANCE_US.load(Ordering::Relaxed)))
+        .map_or(LATENCY_ALLOWANCE, |ms| Duration::from_secs_f64(ms / 1e3))
 }
 
 /// Connections needed for `rate` so that the pool runs dry only when requests are in flight for

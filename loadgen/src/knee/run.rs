@@ -31,9 +31,6 @@ use crate::workers::Runner;
 /// Entry point of `loadgen knee`.
 pub async fn run(args: KneeArgs) -> Result<ExitCode, LoadgenError> {
     validate(&args)?;
-    // A pool that runs dry at a latency within the objective would queue requests the service
-    // answers in time: connections for `rate × SLO` in flight (at least the default 10 ms).
-    crate::engine::lean::set_allowance(args.slo_p99);
     let spawned = if args.spawn {
         Some(spawn_linkr(args.linkr.clone()).await?)
     } else {
