@@ -15,6 +15,8 @@ command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v perf >/dev/null 2>&1 || need+=(linux-perf)
 command -v jq >/dev/null 2>&1 || need+=(jq)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# virtualenvs of scripts/schemathesis.sh and scripts/deny.sh (Debian's python3 lacks ensurepip)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -x /usr/bin/time ] || need+=(time)
 
