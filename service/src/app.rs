@@ -23,7 +23,7 @@ use crate::config::{Config, humanize};
 use crate::metrics::Metrics;
 use crate::ratelimit::{KeyedLimiter, LimiterClock};
 use crate::routes::{Api, Health, api, startup_router};
-use crate::server::{App, BodyLimit, ServeOptions, Server};
+use crate::server::{App, BodyLimit, ServeOptions, Server, ServerMetrics};
 use crate::store::{RemoteConfig, Store, StoreConfig, StoreError};
 
 pub use crate::routes::api_router;
@@ -236,9 +236,20 @@ pub async fn run_with_clock(
     if let Some(max) = config.max_connections {
         warn_if_above_the_open_file_limit(max);
     }
-    let main_server = Server::spawn(listeners.main, main_app.clone(), options)?;
+    let mut listener_metrics = ServerMetrics::register(metrics.registry(), &["main", "admin"])
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "listener metrics not registered");
+            Vec::new()
+        })
+        .into_iter();
+    let main_server = Server::spawn_with_metrics(
+        listeners.main,
+        main_app.clone(),
+        options,
+        listener_metrics.next(),
+    )?;
     // CPU profiles hold a request for their whole capture: no request timeout, no shedding.
-    let admin_server = Server::spawn(
+    let admin_server = Server::spawn_with_metrics(
         listeners.admin,
         admin_app.clone(),
         ServeOptions {
@@ -247,6 +258,7 @@ pub async fn run_with_clock(
             connect_info: false,
             ..options
         },
+        listener_metrics.next(),
     )?;
     tracing::info!(%main_addr, %admin_addr, data_dir = %config.data_dir.display(), "listening; loading the store");
 

@@ -55,6 +55,7 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle};
@@ -124,6 +125,71 @@ struct Shared {
     in_flight: AtomicUsize,
     /// Cancelled at the shutdown deadline: every watchdog aborts its connection.
     cut: CancellationToken,
+    metrics: Option<ServerMetrics>,
+}
+
+impl Shared {
+    fn record(&self, counter: impl FnOnce(&ServerMetrics) -> &IntCounter, n: u64) {
+        if let Some(m) = &self.metrics {
+            counter(m).inc_by(n);
+        }
+    }
+}
+
+/// Prometheus series of one listener's limits (label `listener`).
+#[derive(Clone)]
+pub struct ServerMetrics {
+    open: IntGauge,
+    refused: IntCounter,
+    shed: IntCounter,
+    timed_out: IntCounter,
+    cut: IntCounter,
+}
+
+impl ServerMetrics {
+    /// Registers the families in `registry`; returns the series of each of `listeners`.
+    pub fn register(
+        registry: &Registry,
+        listeners: &[&str],
+    ) -> prometheus::Result<Vec<ServerMetrics>> {
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGaugeVec> {
+            let family = IntGaugeVec::new(Opts::new(name, help), &["listener"])?;
+            registry.register(Box::new(family.clone()))?;
+            Ok(family)
+        };
+        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounterVec> {
+            let family = IntCounterVec::new(Opts::new(name, help), &["listener"])?;
+            registry.register(Box::new(family.clone()))?;
+            Ok(family)
+        };
+        let open = gauge("linkr_connections_open", "Connections open.")?;
+        let refused = counter(
+            "linkr_connections_refused_total",
+            "Connections closed when accepted: the connection limit was reached.",
+        )?;
+        let shed = counter(
+            "linkr_requests_shed_total",
+            "Requests answered 503 before routing: the in-flight limit was reached.",
+        )?;
+        let timed_out = counter(
+            "linkr_requests_timed_out_total",
+            "Requests answered 408: body or request timeout.",
+        )?;
+        let cut = counter(
+            "linkr_connections_cut_total",
+            "Connections still open at the shutdown deadline, cut.",
+        )?;
+        Ok(listeners
+            .iter()
+            .map(|l| ServerMetrics {
+                open: open.with_label_values(&[l]),
+                refused: refused.with_label_values(&[l]),
+                shed: shed.with_label_values(&[l]),
+                timed_out: timed_out.with_label_values(&[l]),
+                cut: cut.with_label_values(&[l]),
+            })
+            .collect())
+    }
 }
 
 /// A running listener. Dropping it leaves it running; call [`Server::shutdown`].
@@ -140,6 +206,25 @@ impl Server {
         app: Arc<A>,
         opts: ServeOptions,
     ) -> io::Result<Self> {
+        Self::start(listener, app, opts, None)
+    }
+
+    /// [`Server::spawn`], recording open connections and what its limits refuse in `metrics`.
+    pub fn spawn_with_metrics<A: App>(
+        listener: TcpListener,
+        app: Arc<A>,
+        opts: ServeOptions,
+        metrics: Option<ServerMetrics>,
+    ) -> io::Result<Self> {
+        Self::start(listener, app, opts, metrics)
+    }
+
+    fn start<A: App>(
+        listener: TcpListener,
+        app: Arc<A>,
+        opts: ServeOptions,
+        metrics: Option<ServerMetrics>,
+    ) -> io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let shared = Arc::new(Shared {
@@ -147,6 +232,7 @@ impl Server {
             connections: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             cut: CancellationToken::new(),
+            metrics,
         });
         let accept = tokio::spawn(accept_loop(listener, app, shared.clone(), stop.clone()));
         Ok(Self {
@@ -194,6 +280,7 @@ impl Server {
             () = tokio::time::sleep(limit) => {
                 let cut = self.shared.connections.load(Ordering::Relaxed);
                 self.shared.cut.cancel();
+                self.shared.record(|m| &m.cut, cut as u64);
                 drained.await;
                 cut
             }
@@ -244,6 +331,7 @@ async fn accept_loop<A: App>(
                     at_cap = true;
                 }
                 refuse(stream);
+                shared.record(|m| &m.refused, 1);
                 continue;
             }
             if at_cap && open < max.saturating_sub(max / 10).max(1) {
@@ -314,6 +402,9 @@ struct ConnectionGuard(Arc<Shared>);
 impl ConnectionGuard {
     fn new(shared: Arc<Shared>) -> Self {
         shared.connections.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &shared.metrics {
+            m.open.inc();
+        }
         Self(shared)
     }
 }
@@ -321,6 +412,9 @@ impl ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(m) = &self.0.metrics {
+            m.open.dec();
+        }
     }
 }
 
@@ -535,6 +629,7 @@ impl<A: App> hyper::service::Service<Request<Incoming>> for ConnService<A> {
             && shared.in_flight.load(Ordering::Relaxed) >= max
             && !opts.exempt_paths.contains(&req.uri().path())
         {
+            shared.record(|m| &m.shed, 1);
             return InFlightFuture::shed();
         }
         if let Some(peer) = self.peer {
@@ -609,7 +704,10 @@ impl RequestLimits {
         (self.body_timed_out.as_ref()).is_some_and(|t| t.load(Ordering::Relaxed))
     }
 
-    fn timed_out(&self, what: &str) -> Response<Body> {
+    fn timed_out(&self, what: &str, guard: Option<&InFlightGuard>) -> Response<Body> {
+        if let Some(guard) = guard {
+            guard.activity.shared.record(|m| &m.timed_out, 1);
+        }
         let mut response = error_response(
             StatusCode::REQUEST_TIMEOUT,
             "request_timeout",
@@ -673,7 +771,7 @@ where
         match inner.poll(cx) {
             Poll::Ready(Ok(response)) if limits.body_timed_out() => {
                 drop(response);
-                Poll::Ready(Ok(limits.timed_out("request body")))
+                Poll::Ready(Ok(limits.timed_out("request body", this.guard.as_ref())))
             }
             Poll::Ready(done) => Poll::Ready(done),
             Poll::Pending => {
@@ -681,13 +779,13 @@ where
                     guard.count();
                 }
                 if limits.body_timed_out() {
-                    return Poll::Ready(Ok(limits.timed_out("request body")));
+                    return Poll::Ready(Ok(limits.timed_out("request body", this.guard.as_ref())));
                 }
                 if let Some(limit) = limits.request_timeout {
                     let timer =
                         (limits.timer).get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                     if timer.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Ok(limits.timed_out("request")));
+                        return Poll::Ready(Ok(limits.timed_out("request", this.guard.as_ref())));
                     }
                 }
                 Poll::Pending

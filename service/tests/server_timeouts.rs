@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::{get, post};
 use bytes::Bytes;
-use linkr::server::{ServeOptions, Server};
+use linkr::server::{ServeOptions, Server, ServerMetrics};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -80,6 +80,26 @@ fn parse_response(raw: &[u8]) -> (u16, Value, bool) {
         .any(|l| l.eq_ignore_ascii_case("connection: close"));
     let body = serde_json::from_str(body).unwrap_or(Value::Null);
     (status, body, close)
+}
+
+/// The value of the `listener="test"` series of the family `name`.
+fn series(registry: &prometheus::Registry, name: &str) -> f64 {
+    let family = (registry.gather().into_iter())
+        .find(|f| f.name() == name)
+        .unwrap_or_else(|| panic!("no {name}"));
+    let metric = &family.get_metric()[0];
+    if metric.get_counter().has_value() {
+        metric.get_counter().value()
+    } else {
+        metric.get_gauge().value()
+    }
+}
+
+/// A registry with the listener series of one listener, `test`.
+fn listener_metrics() -> (prometheus::Registry, Option<ServerMetrics>) {
+    let registry = prometheus::Registry::new();
+    let metrics = ServerMetrics::register(&registry, &["test"]).unwrap().pop();
+    (registry, metrics)
 }
 
 /// Polls `cond` every 5 ms, 5 s at most.
@@ -289,11 +309,14 @@ async fn a_request_not_answered_within_the_request_timeout_gets_408() {
 
 #[tokio::test]
 async fn connections_beyond_the_limit_are_refused_at_once_and_admitted_again_below_it() {
-    let server = serve_with(ServeOptions {
+    let (registry, metrics) = listener_metrics();
+    let router = Router::new().route("/ok", get(|| async { "ok" }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let opts = ServeOptions {
         max_connections: Some(2),
         ..ServeOptions::default()
-    })
-    .await;
+    };
+    let server = Server::spawn_with_metrics(listener, Arc::new(router), opts, metrics).unwrap();
     let addr = server.local_addr();
     let first = TcpStream::connect(addr).await.unwrap();
     let _second = TcpStream::connect(addr).await.unwrap();
@@ -312,6 +335,8 @@ async fn connections_beyond_the_limit_are_refused_at_once_and_admitted_again_bel
         assert_eq!(body["error"], "overloaded");
     }
     assert_eq!(server.connections(), 2);
+    assert_eq!(series(&registry, "linkr_connections_refused_total"), 1.0);
+    assert_eq!(series(&registry, "linkr_connections_open"), 2.0);
 
     drop(first);
     wait_until("one connection open", || server.connections() == 1).await;
@@ -343,7 +368,8 @@ async fn requests_beyond_the_in_flight_limit_are_shed_with_503_and_retry_after()
             }),
         );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = Server::spawn(
+    let (registry, metrics) = listener_metrics();
+    let server = Server::spawn_with_metrics(
         listener,
         Arc::new(router),
         ServeOptions {
@@ -351,6 +377,7 @@ async fn requests_beyond_the_in_flight_limit_are_shed_with_503_and_retry_after()
             exempt_paths: &["/healthz"],
             ..ServeOptions::default()
         },
+        metrics,
     )
     .unwrap();
     let base = format!("http://{}", server.local_addr());
@@ -377,6 +404,7 @@ async fn requests_beyond_the_in_flight_limit_are_shed_with_503_and_retry_after()
         assert!(Instant::now() < deadline, "never shed");
     };
     let (response, took) = shed;
+    assert!(series(&registry, "linkr_requests_shed_total") >= 1.0);
     assert_eq!(
         response
             .headers()
@@ -491,6 +519,22 @@ async fn the_issues_stalled_post_is_answered_408_and_sigterm_then_exits_0_with_c
     assert_eq!(status, 408, "{}", String::from_utf8_lossy(&received));
     assert_eq!(body["error"], "request_timeout");
     assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    let admin = (app.stdout().lines())
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|e| e["admin_addr"].as_str().map(str::to_string))
+        .expect("the listening line names the admin address");
+    let metrics = client()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"linkr_requests_timed_out_total{listener="main"} 1"#),
+        "{metrics}"
+    );
 
     // Another stalled request in flight when SIGTERM arrives: cut by the body timeout.
     let _held = stalled_post(&app).await;
