@@ -4,7 +4,8 @@
 #
 #   scripts/fuzz.sh [SECONDS] [--quick] [--targets a,b]
 #
-# SECONDS per target (default 60; --quick or LINKR_FUZZ_QUICK=1: 10). Needs a nightly toolchain
+# SECONDS per target (default 60; --quick or LINKR_FUZZ_QUICK=1: 10, and a dev build without
+# AddressSanitizer: half the CPU of the first build, overflow checks on). Needs a nightly toolchain
 # (`cargo +nightly`); a machine without one gets a skipped result saying so, exit 0. cargo-fuzz
 # is installed with `cargo install cargo-fuzz --locked` when missing (about 2 min, once).
 # The build goes to target/fuzz/ (the shared target dir; AddressSanitizer builds cannot share
@@ -18,11 +19,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_PER_TARGET=60
-[[ ${LINKR_FUZZ_QUICK:-0} == 1 ]] && SECONDS_PER_TARGET=10
+QUICK=${LINKR_FUZZ_QUICK:-0}
 TARGETS=url,code,create_body
 while [[ $# -gt 0 ]]; do
     case $1 in
-        --quick) SECONDS_PER_TARGET=10 ;;
+        --quick) QUICK=1 ;;
         --targets) TARGETS=${2:?--targets needs a,b}; shift ;;
         [0-9]*) SECONDS_PER_TARGET=$1 ;;
         -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -31,22 +32,30 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 
+WORK=target/fuzz
+BUILD=(--fuzz-dir fuzz --target-dir "$WORK")
+SANITIZER=address
+if [[ $QUICK == 1 ]]; then
+    SECONDS_PER_TARGET=10
+    BUILD+=(--dev --sanitizer none)
+    SANITIZER=none
+fi
+
 OUT=reports/reliability
 LOGS=$OUT/fuzz
 PART=$OUT/parts/fuzz.json
-WORK=target/fuzz
 mkdir -p "$OUT/parts" "$LOGS"
 rm -f "$LOGS"/*.log
 
 # write_part PASSED SKIPPED REASON FIGURES_JSON
 write_part() {
-    python3 - "$PART" "$1" "$2" "$3" "$4" "$TARGETS" "$SECONDS_PER_TARGET" <<'EOF'
+    python3 - "$PART" "$1" "$2" "$3" "$4" "$TARGETS" "$SECONDS_PER_TARGET" "$SANITIZER" <<'EOF'
 import json, sys
-path, passed, skipped, reason, figures, targets, seconds = sys.argv[1:]
+path, passed, skipped, reason, figures, targets, seconds, sanitizer = sys.argv[1:]
 json.dump({
     "case": "input_fuzzing",
-    "tried": "cargo fuzz (libFuzzer, AddressSanitizer) on %s for up to %s s each, seeded from "
-             "fuzz/seeds" % (", ".join(targets.split(",")), seconds),
+    "tried": "cargo fuzz (libFuzzer, sanitizer: %s) on %s for up to %s s each, seeded from "
+             "fuzz/seeds" % (sanitizer, ", ".join(targets.split(",")), seconds),
     "passed": passed == "true", "skipped": skipped == "true", "reason": reason,
     "figures": json.loads(figures),
 }, open(path, "w"), indent=1)
@@ -72,7 +81,7 @@ echo "fuzz.sh: $(cargo +nightly --version), $(cargo fuzz --version)"
 
 t0=$SECONDS
 # --fuzz-dir: the crate is fuzz/ (the default), said for clarity.
-if ! cargo +nightly fuzz build --fuzz-dir fuzz --target-dir "$WORK" >"$LOGS/build.log" 2>&1; then
+if ! cargo +nightly fuzz build "${BUILD[@]}" >"$LOGS/build.log" 2>&1; then
     grep -v '^ *Compiling' "$LOGS/build.log" | head -40 >&2
     write_part false false "the fuzz targets do not build (see $LOGS/build.log)" '{}'
     echo "fuzz.sh: FAILED: build" >&2
@@ -91,7 +100,7 @@ for target in ${TARGETS//,/ }; do
     rm -f "$artifacts"/crash-* "$artifacts"/leak-* "$artifacts"/timeout-* "$artifacts"/oom-*
     echo "fuzz.sh: $target for ${SECONDS_PER_TARGET} s"
     code=0
-    cargo +nightly fuzz run --fuzz-dir fuzz --target-dir "$WORK" "$target" "$corpus" "fuzz/seeds/$target" -- \
+    cargo +nightly fuzz run "${BUILD[@]}" "$target" "$corpus" "fuzz/seeds/$target" -- \
         -max_total_time="$SECONDS_PER_TARGET" -artifact_prefix="$artifacts" -timeout=10 \
         -rss_limit_mb=2048 -print_final_stats=1 >"$LOGS/$target.log" 2>&1 || code=$?
     runs=$(grep -E '^stat::number_of_executed_units:' "$LOGS/$target.log" | awk '{print $2}' | tail -1)
