@@ -113,12 +113,15 @@ expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "410", "429", "5x
 TOML
 
 code=0
-timeout --kill-after=10 240 "$VENV/bin/schemathesis" --config-file "$CONFIG" run "$BASE/openapi.json" \
+ROOT=$PWD
+# Run from target/schemathesis: schemathesis keeps a cache in ./.schemathesis.
+(cd target/schemathesis && timeout --kill-after=10 240 "$ROOT/$VENV/bin/schemathesis" \
+    --config-file "$ROOT/$CONFIG" run "$BASE/openapi.json" \
     --checks all --header "Authorization: Bearer $KEY" \
     --max-examples "$EXAMPLES" --seed "$SEED" --workers 2 --continue-on-failure \
     --request-timeout 10 --no-color \
-    --report json,junit --report-json-path "$DIR/report.json" \
-    --report-junit-path "$DIR/junit.xml" >"$DIR/output.txt" 2>&1 || code=$?
+    --report json,junit --report-json-path "$ROOT/$DIR/report.json" \
+    --report-junit-path "$ROOT/$DIR/junit.xml") >"$DIR/output.txt" 2>&1 || code=$?
 sed -n '/^=* *FAILURES/,$p' "$DIR/output.txt" | head -200 || true
 grep -E '^\s*[0-9]+ generated|^=+ .* in [0-9.]+s =+$' "$DIR/output.txt" | sed 's/^ */schemathesis.sh: /' || true
 
