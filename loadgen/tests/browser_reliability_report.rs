@@ -4,6 +4,8 @@
 //! the cases is shown as text, and nothing is wider than the window.
 //!
 //! Needs python3 and Chromium (scripts/setup.sh installs both): missing, the test fails.
+//! A second test reads a `cargo test --workspace -- --show-output` log the way
+//! `scripts/reliability.sh --quick` does (no browser).
 
 mod browser_support;
 
@@ -241,4 +243,117 @@ fn reliability_report_shows_figures_and_verdicts_without_overflow_at_1280_px() {
         green > 300 && red > 300 && amber > 600,
         "verdict badges drawn"
     );
+}
+
+/// What `scripts/test.sh` keeps: cargo's and libtest's output with `--show-output`.
+const WORKSPACE_LOG: &str = r#"# linkr test log: state=x args=
+   Compiling linkr v0.1.0 (/work/main/service)
+     Running tests/other.rs (target/debug/deps/other-1)
+
+running 1 test
+test not_a_case ... ok
+
+test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s
+
+     Running tests/reliability_a.rs (target/debug/deps/reliability_a-2)
+
+running 3 tests
+test area_one ... ok
+test area_three ... ignored, needs a database
+test area_two ... FAILED
+
+successes:
+
+---- area_one stdout ----
+RELIABILITY {"case":"area_one","tried":"one","figures":{"requests_lost":0,"recovery_ms":40}}
+
+
+successes:
+    area_one
+
+failures:
+
+---- area_two stdout ----
+RELIABILITY {"case":"area_two","tried":"two","figures":{"acknowledged_lost":1}}
+thread 'area_two' panicked at service/tests/reliability_a.rs:9:5
+
+failures:
+    area_two
+
+test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1.00s
+
+error: test failed, to rerun pass `-p linkr --test reliability_a`
+"#;
+
+#[test]
+fn reliability_summary_reads_the_test_stages_log_with_show_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    std::fs::create_dir_all(out.join("logs")).unwrap();
+    let log = out.join("workspace-tests.log");
+    std::fs::write(&log, WORKSPACE_LOG).unwrap();
+    let split = Command::new("python3")
+        .arg(script())
+        .arg("split-log")
+        .arg(&log)
+        .arg(out.join("logs"))
+        .output()
+        .expect("python3 runs");
+    assert!(split.status.success());
+    assert_eq!(
+        String::from_utf8(split.stdout).unwrap(),
+        "reliability_a\t1\n",
+        "one reliability binary, failed"
+    );
+    std::fs::write(
+        out.join("runs.tsv"),
+        format!(
+            "service/tests/reliability_a.rs\t{}\t1\t0\tscripts/test.sh\n",
+            out.join("logs/reliability_a.log").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(out.join("parts.tsv"), "").unwrap();
+    let status = Command::new("python3")
+        .arg(script())
+        .args(["summarize", "--out"])
+        .arg(out)
+        .arg("--runs")
+        .arg(out.join("runs.tsv"))
+        .arg("--parts-runs")
+        .arg(out.join("parts.tsv"))
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let cases: Vec<(&str, &str, &str)> = summary["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["case"].as_str().unwrap(),
+                c["verdict"].as_str().unwrap(),
+                c["tried"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cases,
+        [
+            ("area_one", "passed", "one"),
+            (
+                "area_three",
+                "skipped",
+                "(the test printed no RELIABILITY line)"
+            ),
+            ("area_two", "failed", "two"),
+        ]
+    );
+    assert_eq!(summary["results"][1]["reason"], "ignored: needs a database");
+    assert_eq!(summary["acknowledged_lost"], 1);
+    assert_eq!(summary["requests_lost"], 0);
+    assert_eq!(summary["recovery_ms"], 40);
+    assert!(summary["server_errors"].is_null(), "not measured");
 }
