@@ -169,6 +169,8 @@ def test_cases(source, log_path, exit_code, seconds, origin):
             "verdict": "failed" if str(exit_code) != "0" else "skipped",
             "reason": "the test files did not build (reports/reliability/logs/build.log)"
             if exit_code == "build-failed"
+            else "stopped by the time limit (LINKR_RELIABILITY_TIMEOUT) after %s s" % seconds
+            if str(exit_code) in ("124", "137")
             else ("the test binary exited %s (its log: %s)" % (exit_code, log_path))
             if str(exit_code) != "0" else "no tests in this file",
         })
@@ -208,7 +210,10 @@ def part_case(parts_dir, name, exit_code, seconds, filename=None):
         "part": name,
         "part_file": os.path.splitext(os.path.basename(path))[0],
     }
-    if part.get("skipped"):
+    if str(exit_code) in ("124", "137"):
+        case["verdict"] = "failed"
+        case["reason"] = "stopped by the time limit (LINKR_RELIABILITY_TIMEOUT) after %s s" % seconds
+    elif part.get("skipped"):
         case["verdict"] = "skipped"
     elif part.get("passed") and str(exit_code) == "0":
         case["verdict"] = "passed"
