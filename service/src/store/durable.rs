@@ -173,15 +173,32 @@ backend_error!(
     redb::SetDurabilityError
 );
 
-/// Opens the database and loads the index from it, with a cache of `LOAD_CACHE_BYTES` for
+/// Turns transparent huge pages off (see [`disable_transparent_huge_pages`]), opens the
+/// database and loads the index from it, with a cache of `LOAD_CACHE_BYTES` for
 /// the load, then reopens it with the writer's cache: the load reads each page once, and
 /// the pages it left in the cache (about 7 MiB) would stay there, unused, until evicted by
 /// writes.
 pub(crate) fn open_and_load(path: &Path) -> Result<(Database, Index, Owners), StoreError> {
+    disable_transparent_huge_pages();
     let db = open_db_with_cache(path, LOAD_CACHE_BYTES)?;
     let (index, owners) = load(&db)?;
     drop(db);
     Ok((open_db(path)?, index, owners))
+}
+
+/// Turns transparent huge pages off for this process, for the memory it touches from now on.
+///
+/// The index is dense arrays and 16 KiB chunks, about 100 B per link. mimalloc asks for huge
+/// pages on its arenas (`madvise`), and a 2 MiB page is resident as soon as one byte of it is
+/// touched, so every partly used one (reserve, gaps between large allocations, freed load
+/// buffers) counts whole: at 1M links the process's RSS was 138 B/link with them, 121 without.
+/// Pages already faulted in keep their size. Best effort: an error leaves things as they are.
+fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments and sets one flag of this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
 }
 
 /// redb's cache while the index is loaded.

@@ -502,6 +502,19 @@ fn smaps_rollup() -> (u64, u64) {
     (field("Rss:"), field("Anonymous:"))
 }
 
+/// Returns what mimalloc holds free to the OS (this thread's heap and abandoned ones).
+fn collect_freed_memory() {
+    #[cfg(feature = "mimalloc")]
+    {
+        unsafe extern "C" {
+            fn mi_collect(force: bool);
+        }
+        // SAFETY: mimalloc is linked with the `mimalloc` feature; `mi_collect` frees only
+        // memory that no allocation uses.
+        unsafe { mi_collect(true) };
+    }
+}
+
 /// CPU time of the whole process (every thread).
 fn process_cpu_time() -> Duration {
     let mut ts = libc::timespec {
@@ -617,14 +630,6 @@ async fn store_1m_open_time_and_rss() {
         "process after the empty store: RSS {:.1} MiB",
         rss_bytes() as f64 / 1048576.0
     );
-    unsafe extern "C" {
-        fn mi_collect(force: bool);
-    }
-    unsafe { mi_collect(true) };
-    println!(
-        "process after mi_collect: RSS {:.1} MiB",
-        rss_bytes() as f64 / 1048576.0
-    );
     // LINKR_1M_FIXTURE=/some/dir keeps the fixture between runs.
     let tmp = tempfile::tempdir().unwrap();
     let dir =
@@ -646,6 +651,38 @@ async fn store_1m_open_time_and_rss() {
     let file = std::fs::metadata(dir.join(DB_FILE)).unwrap().len();
     println!("fixture: db file {:.1} MiB", file as f64 / 1048576.0);
     if std::env::var_os("LINKR_1M_BREAKDOWN").is_some() {
+        let rss0 = rss_bytes();
+        let index = index::Index::with_capacity(MILLION);
+        let rss_empty = rss_bytes();
+        println!(
+            "breakdown: smaps_rollup after Index::with_capacity: {}",
+            std::fs::read_to_string("/proc/self/smaps_rollup")
+                .unwrap()
+                .lines()
+                .filter(|l| l.starts_with("AnonHuge") || l.starts_with("Rss"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for i in 0..MILLION {
+            let c = format!("{i:07}");
+            index.insert_loaded(&index::NewEntry::new(
+                c.as_bytes(),
+                million_url(i).as_bytes(),
+                T0,
+                index::NEVER,
+                0,
+                0,
+            ));
+        }
+        index.finish_load(MILLION);
+        let rss_full = rss_bytes();
+        println!(
+            "breakdown: synthetic index without redb: empty {} B/link, full {} B/link",
+            (rss_empty - rss0) as usize / MILLION,
+            (rss_full - rss0) as usize / MILLION
+        );
+        drop(index);
+        collect_freed_memory();
         let t = Instant::now();
         let rss0 = rss_bytes();
         let db = durable::open_db(&dir.join(DB_FILE)).unwrap();
@@ -679,7 +716,7 @@ async fn store_1m_open_time_and_rss() {
             data / MILLION,
             arena / MILLION
         );
-        unsafe { mi_collect(true) };
+        collect_freed_memory();
         println!(
             "breakdown: after load + mi_collect: ~{} B/link",
             (rss_bytes() - rss0) as usize / MILLION
@@ -690,7 +727,7 @@ async fn store_1m_open_time_and_rss() {
             "breakdown: after dropping db: index alone ~{} B/link",
             (rss3 - rss0) as usize / MILLION
         );
-        unsafe { mi_collect(true) };
+        collect_freed_memory();
         println!(
             "breakdown: after dropping db + mi_collect: index alone ~{} B/link",
             (rss_bytes() - rss0) as usize / MILLION
@@ -710,11 +747,6 @@ async fn store_1m_open_time_and_rss() {
     let open_time = started.elapsed();
     let rss_after = rss_bytes();
     assert_eq!(store.len(), MILLION);
-    unsafe { mi_collect(true) };
-    println!(
-        "process after open + mi_collect: RSS {:.1} MiB",
-        rss_bytes() as f64 / 1048576.0
-    );
     let per_link_total = rss_after as f64 / MILLION as f64;
     let per_link_delta = (rss_after - rss_before) as f64 / MILLION as f64;
     println!(
