@@ -15,7 +15,8 @@ use serde::{Serialize, Serializer};
 use crate::client_ip::{ForwardedHeader, TrustedProxies};
 use crate::ratelimit::Quota;
 
-/// Default of `LINKR_RATE_LIMIT_CLIENTS`: about 3 MB of buckets at most.
+/// Default of `LINKR_RATE_LIMIT_CLIENTS`: at most about 8-16 MB of buckets (72 bytes each in a
+/// hash table that doubles).
 pub const DEFAULT_RATE_LIMIT_CLIENTS: usize = 100_000;
 
 /// Exit code for usage and configuration errors (as clap uses for usage errors).

@@ -185,25 +185,20 @@ impl TokenBucket {
 
     #[inline]
     pub fn check(&self, now: Instant) -> Decision {
-        self.check_state(&self.tat, now)
-    }
-
-    /// [`Self::check`] of a bucket with this one's quota and base whose state is `state` (a
-    /// keyed limiter keeps one of these parameter sets and one `AtomicU64` per key).
-    #[inline]
-    fn check_state(&self, state: &AtomicU64, now: Instant) -> Decision {
         if self.interval == 0 {
             return Decision::UNLIMITED;
         }
         let now = self.nanos_since_base(now);
-        let mut tat = state.load(Ordering::Relaxed);
+        let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
             let next = tat.max(now) + self.interval;
             let ahead = next - now;
             if ahead > self.capacity {
                 return self.decision(ahead);
             }
-            match state.compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed) {
+            match self
+                .tat
+                .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return self.decision(ahead),
                 Err(current) => tat = current,
             }
@@ -220,11 +215,11 @@ impl TokenBucket {
         }
     }
 
-    /// True when the bucket whose state is `tat` has been full for at least `idle` at `now`.
-    fn is_idle(&self, tat: u64, now: Instant, idle: Duration) -> bool {
+    /// True when the bucket has been full for at least `idle` at `now`.
+    fn is_idle(&self, now: Instant, idle: Duration) -> bool {
         let now = self.nanos_since_base(now);
         let idle = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
-        tat.saturating_add(idle) <= now
+        self.tat.load(Ordering::Relaxed).saturating_add(idle) <= now
     }
 
     #[inline]
@@ -249,9 +244,8 @@ impl TokenBucket {
 pub struct KeyedLimiter<K: Hash + Eq> {
     quota: Quota,
     clock: LimiterClock,
-    /// The parameters every key's bucket shares; the map holds each key's state only.
-    params: TokenBucket,
-    buckets: DashMap<K, AtomicU64>,
+    base: Instant,
+    buckets: DashMap<K, TokenBucket>,
     max_keys: usize,
     /// Held while inserting a new key, so that the bound holds exactly.
     inserting: Mutex<()>,
@@ -269,7 +263,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     pub fn with_clock(quota: Quota, clock: LimiterClock) -> Self {
         Self {
             quota,
-            params: TokenBucket::with_base(quota, clock.now()),
+            base: clock.now(),
             clock,
             buckets: DashMap::new(),
             max_keys: usize::MAX,
@@ -312,14 +306,16 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         if self.quota.is_disabled() {
             return Decision::UNLIMITED;
         }
-        if let Some(state) = self.buckets.get(key) {
-            return self.params.check_state(&state, now);
+        if let Some(bucket) = self.buckets.get(key) {
+            return bucket.check(now);
         }
         self.check_new(key, now)
     }
 
-    /// A key without a bucket: makes room if the map is full, then inserts it.
+    /// A key without a bucket: makes room if the map is full, then inserts it. Never inlined:
+    /// the known-key path keeps its small frame.
     #[cold]
+    #[inline(never)]
     fn check_new(&self, key: &K, now: Instant) -> Decision {
         let _inserting = self
             .inserting
@@ -328,11 +324,10 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         if self.buckets.len() >= self.max_keys && !self.buckets.contains_key(key) {
             self.evict(now);
         }
-        let state = self
-            .buckets
+        self.buckets
             .entry(key.clone())
-            .or_insert_with(|| AtomicU64::new(0));
-        self.params.check_state(&state, now)
+            .or_insert_with(|| TokenBucket::with_base(self.quota, self.base))
+            .check(now)
     }
 
     /// Drops idle buckets, then, if that was not enough, the eighth of the map nearest to full.
@@ -344,15 +339,15 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         let mut tats: Vec<u64> = self
             .buckets
             .iter()
-            .map(|e| e.value().load(Ordering::Relaxed))
+            .map(|e| e.value().tat.load(Ordering::Relaxed))
             .collect();
         if tats.is_empty() {
             return;
         }
         let mut budget = (tats.len() / 8).max(1);
         let (_, &mut threshold, _) = tats.select_nth_unstable(budget - 1);
-        self.buckets.retain(|_, state| {
-            if budget > 0 && state.load(Ordering::Relaxed) <= threshold {
+        self.buckets.retain(|_, bucket| {
+            if budget > 0 && bucket.tat.load(Ordering::Relaxed) <= threshold {
                 budget -= 1;
                 false
             } else {
@@ -368,11 +363,8 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             self.buckets.clear();
             return;
         }
-        self.buckets.retain(|_, state| {
-            !self
-                .params
-                .is_idle(state.load(Ordering::Relaxed), now, Self::IDLE_GRACE)
-        });
+        self.buckets
+            .retain(|_, bucket| !bucket.is_idle(now, Self::IDLE_GRACE));
     }
 
     pub fn len(&self) -> usize {

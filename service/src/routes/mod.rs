@@ -31,7 +31,7 @@ use crate::error::ApiError;
 use crate::metrics::{KNOWN_ROUTES, Metrics, MetricsLayer, MetricsService};
 use crate::middleware::{RequestContext, RequestContextLayer};
 use crate::server::{App, BodyLimit};
-use redirect::Redirect;
+use redirect::{Redirect, RedirectHead};
 
 pub use health::Health;
 
@@ -89,10 +89,12 @@ pub fn api_router(state: AppState) -> Router {
 /// `Router::layer` it would cost three allocations more per request: the layer puts the
 /// handler's boxed route inside another one, so the inner route is cloned twice and its future
 /// boxed. The handler is called as a plain service, which also saves the box axum puts every
-/// handler's future in. Other methods get the same 405 as on every route, behind the same
-/// middleware.
+/// handler's future in. `HEAD` has a service of its own (the same answer, no click counted);
+/// other methods get the same 405 as on every route, behind the same middleware.
 fn redirect_route(state: AppState, middleware: Middleware) -> MethodRouter<AppState> {
-    get_service(middleware.layer(Redirect(state))).fallback(method_not_allowed.layer(middleware))
+    get_service(middleware.clone().layer(Redirect(state.clone())))
+        .head_service(middleware.clone().layer(RedirectHead(state)))
+        .fallback(method_not_allowed.layer(middleware))
 }
 
 /// The route pattern of the redirect.

@@ -32,9 +32,15 @@ use crate::store::Lookup;
         (status = 410, description = "The link has expired", body = ErrorBody),
         (status = 429, description = "Rate limit for this client IP exceeded", body = ErrorBody)))]
 pub async fn redirect(State(state): State<AppState>, req: Request) -> Response {
-    match answer(&state, req) {
+    let visit = req.method() != Method::HEAD;
+    let answered = if visit {
+        answer::<true>(&state, req)
+    } else {
+        answer::<false>(&state, req)
+    };
+    match answered {
         Answer::Now(response) => response,
-        Answer::Remote(code, visit) => resolve_remote(&state, &code, visit).await,
+        Answer::Remote(code) => resolve_remote(&state, &code, visit).await,
     }
 }
 
@@ -43,27 +49,39 @@ pub async fn redirect(State(state): State<AppState>, req: Request) -> Response {
 #[derive(Clone)]
 pub struct Redirect(pub AppState);
 
-impl tower::Service<Request> for Redirect {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = RedirectFuture;
+/// `HEAD /{code}`: answered as [`Redirect`] answers `GET`, without counting a click (link
+/// previews and monitors are not visits). A service of its own, so that `GET` pays no test.
+#[derive(Clone)]
+pub struct RedirectHead(pub AppState);
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
+macro_rules! redirect_service {
+    ($service:ty, $visit:literal) => {
+        impl tower::Service<Request> for $service {
+            type Response = Response;
+            type Error = Infallible;
+            type Future = RedirectFuture;
 
-    fn call(&mut self, req: Request) -> RedirectFuture {
-        match answer(&self.0, req) {
-            Answer::Now(response) => RedirectFuture::Ready(Some(response)),
-            Answer::Remote(code, visit) => {
-                let state = self.0.clone();
-                RedirectFuture::Remote(Box::pin(async move {
-                    resolve_remote(&state, &code, visit).await
-                }))
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, req: Request) -> RedirectFuture {
+                match answer::<$visit>(&self.0, req) {
+                    Answer::Now(response) => RedirectFuture::Ready(Some(response)),
+                    Answer::Remote(code) => {
+                        let state = self.0.clone();
+                        RedirectFuture::Remote(Box::pin(async move {
+                            resolve_remote(&state, &code, $visit).await
+                        }))
+                    }
+                }
             }
         }
-    }
+    };
 }
+
+redirect_service!(Redirect, true);
+redirect_service!(RedirectHead, false);
 
 /// Response future of [`Redirect`].
 pub enum RedirectFuture {
@@ -87,13 +105,13 @@ impl Future for RedirectFuture {
 
 enum Answer {
     Now(Response),
-    /// Not in the index of the scale-out store: ask Redis and Postgres (and count a click).
-    Remote(String, bool),
+    /// Not in the index of the scale-out store: ask Redis and Postgres.
+    Remote(String),
 }
 
-/// Everything the redirect does without waiting.
+/// Everything the redirect does without waiting; a `VISIT` counts a click.
 #[inline(always)]
-fn answer(state: &AppState, req: Request) -> Answer {
+fn answer<const VISIT: bool>(state: &AppState, req: Request) -> Answer {
     if let Some(limiter) = &state.ip_limiter
         && let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>()
     {
@@ -109,9 +127,7 @@ fn answer(state: &AppState, req: Request) -> Answer {
     let Some(code) = code_from_path(parts.uri.path(), &mut buf) else {
         return Answer::Now(ApiError::NotFound.into_response());
     };
-    // `HEAD` (link previews, monitors) is answered like `GET` but is not a visit: no click.
-    let visit = parts.method != Method::HEAD;
-    let lookup = if visit {
+    let lookup = if VISIT {
         state.store.resolve(code)
     } else {
         state.store.peek(code)
@@ -120,7 +136,7 @@ fn answer(state: &AppState, req: Request) -> Answer {
         Lookup::Found(location) => found(code, location, parts.headers),
         Lookup::Expired => ApiError::Gone.into_response(),
         Lookup::Missing if state.store.is_remote() => {
-            return Answer::Remote(code.to_owned(), visit);
+            return Answer::Remote(code.to_owned());
         }
         Lookup::Missing => ApiError::NotFound.into_response(),
     })

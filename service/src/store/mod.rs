@@ -291,7 +291,9 @@ impl Store {
     }
 
     /// [`Store::resolve`] without counting a click (`HEAD`: link-preview bots and monitors ask
-    /// whether a link resolves; they are not visitors).
+    /// whether a link resolves; they are not visitors). Never inlined into the redirect, whose
+    /// `GET` path stays as it was.
+    #[inline(never)]
     pub fn peek(&self, code: &str) -> Lookup {
         if code.is_empty() || code.len() > MAX_CODE_LEN {
             return Lookup::Missing;
