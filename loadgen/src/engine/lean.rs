@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -295,8 +295,6 @@ fn put_back(addr: SocketAddr, conn: Conn) {
 /// thread of its own: never contended.
 pub struct Dispatch {
     state: Mutex<DispatchState>,
-    /// One per user: woken when it is armed, or when the schedule is over.
-    wake: Box<[tokio::sync::Notify]>,
 }
 
 struct DispatchState {
@@ -305,18 +303,24 @@ struct DispatchState {
     next: u64,
     /// A user holds the next slot.
     armed: bool,
+    /// Free users, the most recently freed on top.
     idle: Vec<u32>,
+    /// Per user: the slot it was handed while on the stack.
+    handed: Box<[Option<u64>]>,
+    /// Per user on the stack: its task, woken by the timer at its slot's time (or at the end).
+    wakers: Box<[Option<Waker>]>,
     over: bool,
 }
 
 /// How a user came to hold a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Turn {
-    /// Handed the slot by the user that sent the one before (or first at the start): a free
-    /// connection was waiting for it, so any lateness is the generator's.
+    /// Handed the slot by the user that sent the one before: a free connection was waiting for
+    /// it, so any lateness is the generator's.
     Handed(u64),
-    /// No user was free when the one before left: this user took it as soon as its own response
-    /// was in (the slot waited for a connection if that was after its intended time).
+    /// No user was free when the one before left (or first at the start): this user took it as
+    /// soon as its own response was in (the slot waited for a connection if that was after its
+    /// intended time).
     Freed(u64),
     /// The schedule is over.
     Over,
@@ -329,9 +333,10 @@ impl Dispatch {
                 next: 0,
                 armed: false,
                 idle: Vec::with_capacity(users as usize),
+                handed: vec![None; users as usize].into(),
+                wakers: vec![None; users as usize].into(),
                 over: false,
             }),
-            wake: (0..users).map(|_| tokio::sync::Notify::new()).collect(),
         }
     }
 
@@ -340,47 +345,88 @@ impl Dispatch {
     }
 
     /// User `j` is free: it takes the next slot at once if no one holds it, else waits on the
-    /// stack until it is handed one (or the schedule ends).
-    pub async fn next_turn(&self, j: u32) -> Turn {
-        {
-            let mut s = self.lock();
-            if s.over {
-                return Turn::Over;
-            }
-            if !s.armed {
-                s.armed = true;
-                let slot = s.next;
-                s.next += 1;
-                return Turn::Freed(slot);
-            }
-            s.idle.push(j);
+    /// stack until it is handed one (woken at that slot's time) or the schedule ends.
+    pub fn next_turn(&self, j: u32) -> NextTurn<'_> {
+        NextTurn {
+            dispatch: self,
+            j: j as usize,
+            waiting: false,
         }
-        self.wake[j as usize].notified().await;
-        let mut s = self.lock();
-        if s.over {
-            return Turn::Over;
-        }
-        let slot = s.next;
-        s.next += 1;
-        Turn::Handed(slot)
     }
 
-    /// The armed user leaves with its slot: the next free user (top of the stack) is armed.
-    pub fn hand_on(&self) {
-        let mut s = self.lock();
-        match s.idle.pop() {
-            Some(u) => self.wake[u as usize].notify_one(),
-            None => s.armed = false,
+    /// The armed user leaves with its slot: the user on top of the stack is handed the next
+    /// one, and `timer` wakes it at that slot's time (`due(k)`: the intended time of slot `k`,
+    /// None past the schedule's end: woken at once). One wake-up per request, by the timer.
+    pub fn hand_on(&self, timer: &Timer, due: impl FnOnce(u64) -> Option<Instant>) {
+        let (k, waker) = {
+            let mut s = self.lock();
+            let Some(u) = s.idle.pop() else {
+                s.armed = false;
+                return;
+            };
+            let k = s.next;
+            s.next += 1;
+            s.handed[u as usize] = Some(k);
+            (k, s.wakers[u as usize].take())
+        };
+        if let Some(w) = waker {
+            match due(k) {
+                Some(at) => timer.wake_at(at, w),
+                None => w.wake(),
+            }
         }
     }
 
     /// No slot is left to send (or the step was stopped): every waiting user is released.
     pub fn end(&self) {
-        let mut s = self.lock();
-        s.over = true;
-        for u in s.idle.drain(..) {
-            self.wake[u as usize].notify_one();
+        let wakers: Vec<Waker> = {
+            let mut s = self.lock();
+            s.over = true;
+            let idle = std::mem::take(&mut s.idle);
+            idle.into_iter()
+                .filter_map(|u| s.wakers[u as usize].take())
+                .collect()
+        };
+        for w in wakers {
+            w.wake();
         }
+    }
+}
+
+/// See [`Dispatch::next_turn`].
+pub struct NextTurn<'a> {
+    dispatch: &'a Dispatch,
+    j: usize,
+    waiting: bool,
+}
+
+impl Future for NextTurn<'_> {
+    type Output = Turn;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Turn> {
+        let (dispatch, j) = (self.dispatch, self.j);
+        let mut s = dispatch.lock();
+        if let Some(k) = s.handed[j].take() {
+            return Poll::Ready(Turn::Handed(k));
+        }
+        if s.over {
+            return Poll::Ready(Turn::Over);
+        }
+        if !self.waiting {
+            if !s.armed {
+                s.armed = true;
+                let k = s.next;
+                s.next += 1;
+                return Poll::Ready(Turn::Freed(k));
+            }
+            s.idle.push(j as u32);
+            self.waiting = true;
+        }
+        match &mut s.wakers[j] {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 }
 
@@ -476,7 +522,10 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
             step.dispatch.end();
             break;
         }
-        step.dispatch.hand_on();
+        step.dispatch.hand_on(&step.timer, |k| {
+            let next = index + k * count;
+            (next < len).then(|| t0 + step.schedule.offset(next))
+        });
         // Lateness before the slot had a connection is the pool's (every connection was busy);
         // after that, the generator's own.
         let available = if waited_for_connection && free_at > intended {

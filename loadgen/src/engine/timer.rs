@@ -159,6 +159,14 @@ impl Timer {
         }
     }
 
+    /// Wakes `waker` at `deadline` (at once if it has passed or the timer was aborted): a sleep
+    /// registered for another task.
+    pub fn wake_at(&self, deadline: Instant, waker: Waker) {
+        if Instant::now() >= deadline || !self.register(deadline, &waker) {
+            waker.wake();
+        }
+    }
+
     /// Wakes every sleeper now, and every later sleep completes at once.
     pub fn abort(&self) {
         self.aborted.store(true, Ordering::SeqCst);
