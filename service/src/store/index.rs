@@ -1,12 +1,13 @@
 //! The in-memory index: the authoritative read path for redirects.
 //!
-//! Layout, chosen for RSS per link (DESIGN: <= 256 B at 1M links):
+//! Layout, chosen for RSS per link (DESIGN: <= 128 B at 1M links):
 //! - 64 shards, each an `RwLock` over a dense `Vec<Entry>` (24 bytes per link) and a
 //!   `hashbrown::HashTable<u32>` of slot numbers (4 bytes per bucket + 1 control byte).
 //!   A `DashMap<CompactString, Entry>` stores key and value in every bucket; hashbrown keeps
 //!   at most 7/8 of its buckets full and doubles, so at 1M links it holds 2^21 buckets of
 //!   112 bytes where this table holds 2^21 buckets of 5 bytes. Measured at 1M links with
-//!   ~60-byte URLs (`store_1m_*` tests): ~380 B/link for the DashMap layout, ~155 B/link here.
+//!   ~60-byte URLs (`store_1m_*` tests): ~380 B/link for the DashMap layout; 122 B/link of the
+//!   whole process's RSS here (entries 24, table 10, records 70, the rest of the process ~14).
 //! - An entry is 24 bytes: click count, owner, `created_at` as u32 seconds when it fits, and
 //!   where its record is in the shard's arena (chunk number and offset in a u32, length).
 //!   The record (`[created_at if it did not fit] [expires_at if any] code url`) is packed
@@ -57,14 +58,23 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    #[inline]
     fn chunk(&self) -> usize {
         (self.at >> OFFSET_BITS) as usize
     }
 
+    /// Where the record starts in its chunk.
+    #[inline]
+    fn offset(&self) -> usize {
+        (self.at & ((1 << OFFSET_BITS) - 1)) as usize
+    }
+
+    #[inline]
     fn header_len(&self) -> usize {
         8 * usize::from(self.created == WIDE_TIME) + 8 * usize::from(self.code & HAS_EXPIRY != 0)
     }
 
+    #[inline]
     fn code_len(&self) -> usize {
         usize::from(self.code & !HAS_EXPIRY)
     }
@@ -104,8 +114,8 @@ impl<'a> NewEntry<'a> {
 pub(crate) struct Link<'a> {
     entry: &'a Entry,
     chunk: &'a Chunk,
-    /// The record: header, code, URL.
-    record: &'a [u8],
+    /// Where the code starts in the chunk (after the record's header).
+    code_at: usize,
     pub(crate) created_at: i64,
     pub(crate) expires_at: i64,
 }
@@ -113,52 +123,51 @@ pub(crate) struct Link<'a> {
 impl Deref for Link<'_> {
     type Target = Entry;
 
+    #[inline]
     fn deref(&self) -> &Entry {
         self.entry
     }
 }
 
 impl<'a> Link<'a> {
+    #[inline]
     fn new(entry: &'a Entry, chunks: &'a [Chunk]) -> Self {
         let chunk = &chunks[entry.chunk()];
-        let record = chunk.record(entry);
-        let mut header = record;
-        let mut time = || {
-            let (t, rest) = header
-                .split_first_chunk::<8>()
-                .expect("header is in the record");
-            header = rest;
-            i64::from_le_bytes(*t)
-        };
+        let mut at = entry.offset();
         let created_at = if entry.created == WIDE_TIME {
-            time()
+            at += 8;
+            chunk.i64_at(at - 8)
         } else {
             i64::from(entry.created)
         };
         let expires_at = if entry.code & HAS_EXPIRY != 0 {
-            time()
+            at += 8;
+            chunk.i64_at(at - 8)
         } else {
             NEVER
         };
         Self {
             entry,
             chunk,
-            record,
+            code_at: at,
             created_at,
             expires_at,
         }
     }
 
-    fn code_start(&self) -> usize {
-        self.entry.header_len()
+    #[inline]
+    fn url_at(&self) -> usize {
+        self.code_at + self.entry.code_len()
     }
 
-    fn url_start(&self) -> usize {
-        self.code_start() + self.entry.code_len()
+    #[inline]
+    fn end(&self) -> usize {
+        self.entry.offset() + usize::from(self.entry.len)
     }
 
     pub(crate) fn code(&self) -> &'a [u8] {
-        &self.record[self.code_start()..self.url_start()]
+        // SAFETY: the code is inside the entry's record, written before it was indexed.
+        unsafe { self.chunk.written(self.code_at, self.url_at()) }
     }
 
     pub(crate) fn code_str(&self) -> &'a str {
@@ -166,7 +175,8 @@ impl<'a> Link<'a> {
     }
 
     pub(crate) fn url(&self) -> &'a [u8] {
-        &self.record[self.url_start()..]
+        // SAFETY: as for `code`.
+        unsafe { self.chunk.written(self.url_at(), self.end()) }
     }
 
     pub(crate) fn url_str(&self) -> &'a str {
@@ -174,17 +184,18 @@ impl<'a> Link<'a> {
     }
 
     /// The `Location` value, sharing the arena chunk (no allocation).
+    #[inline]
     pub(crate) fn location(&self) -> Bytes {
-        self.chunk
-            .share(self.entry, self.url_start(), self.record.len())
+        self.chunk.shared.slice(self.url_at()..self.end())
     }
 
     /// The code, sharing the arena chunk (no allocation); the dirty list holds these.
+    #[inline]
     pub(crate) fn code_bytes(&self) -> Bytes {
-        self.chunk
-            .share(self.entry, self.code_start(), self.url_start())
+        self.chunk.shared.slice(self.code_at..self.url_at())
     }
 
+    #[inline]
     pub(crate) fn is_expired(&self, now: i64) -> bool {
         self.expires_at != NEVER && now >= self.expires_at
     }
@@ -247,6 +258,8 @@ impl AsRef<[u8]> for Written {
 
 /// A chunk of a shard's arena.
 struct Chunk {
+    /// `buf`'s memory (null once the chunk is freed), read without going through the `Arc`.
+    base: *const u8,
     buf: Option<Arc<ChunkBuf>>,
     /// The written part, published as `Bytes` for zero-copy slices (`Location`, dirty list).
     shared: Bytes,
@@ -254,21 +267,39 @@ struct Chunk {
     live: u32,
 }
 
+// SAFETY: `base` points into `buf`, which the chunk owns; reads of it follow the rules of
+// `ChunkBuf` (only written bytes, under the shard's lock or through a published `Bytes`).
+unsafe impl Send for Chunk {}
+// SAFETY: as above.
+unsafe impl Sync for Chunk {}
+
 impl Chunk {
-    fn record(&self, entry: &Entry) -> &[u8] {
-        let start = (entry.at & ((1 << OFFSET_BITS) - 1)) as usize;
-        let buf = self
-            .buf
-            .as_ref()
-            .expect("a live entry's chunk is allocated");
-        // SAFETY: the entry's record was written before the entry was indexed.
-        unsafe { buf.written(start, start + usize::from(entry.len)) }
+    /// Bytes `start..end` of the chunk.
+    ///
+    /// # Safety
+    /// The range is inside a record that was written before its entry was indexed (so the
+    /// chunk is allocated).
+    #[inline]
+    unsafe fn written(&self, start: usize, end: usize) -> &[u8] {
+        debug_assert!(!self.base.is_null() && start <= end);
+        // SAFETY: written bytes are initialised and never written again (caller's contract).
+        unsafe { std::slice::from_raw_parts(self.base.add(start), end - start) }
     }
 
-    /// Bytes `from..to` of the entry's record, sharing the chunk.
-    fn share(&self, entry: &Entry, from: usize, to: usize) -> Bytes {
-        let start = (entry.at & ((1 << OFFSET_BITS) - 1)) as usize;
-        self.shared.slice(start + from..start + to)
+    /// The i64 (little endian) of a record's header at `at`.
+    #[inline]
+    fn i64_at(&self, at: usize) -> i64 {
+        // SAFETY: callers read a header field of a live entry's record.
+        let bytes = unsafe { self.written(at, at + 8) };
+        i64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+    }
+
+    /// The code of `entry`, whose record is in this chunk.
+    #[inline]
+    fn code(&self, entry: &Entry) -> &[u8] {
+        let start = entry.offset() + entry.header_len();
+        // SAFETY: the entry's record was written before the entry was indexed.
+        unsafe { self.written(start, start + entry.code_len()) }
     }
 }
 
@@ -347,8 +378,10 @@ impl Records {
     }
 
     fn new_chunk(&mut self, cap: usize) -> u32 {
+        let buf = ChunkBuf::new(cap);
         let chunk = Chunk {
-            buf: Some(ChunkBuf::new(cap)),
+            base: buf.ptr.as_ptr(),
+            buf: Some(buf),
             shared: Bytes::new(),
             live: 0,
         };
@@ -390,6 +423,7 @@ impl Records {
 
     fn release(&mut self, number: u32) {
         let chunk = &mut self.chunks[number as usize];
+        chunk.base = std::ptr::null();
         chunk.buf = None;
         chunk.shared = Bytes::new();
         self.free.push(number);
@@ -407,12 +441,12 @@ struct Shard {
 }
 
 impl Shard {
+    #[inline]
     fn code_of<'a>(chunks: &'a [Chunk], entry: &'a Entry) -> &'a [u8] {
-        let record = chunks[entry.chunk()].record(entry);
-        let start = entry.header_len();
-        &record[start..start + entry.code_len()]
+        chunks[entry.chunk()].code(entry)
     }
 
+    #[inline]
     fn position(&self, hash: u64, code: &[u8]) -> Option<usize> {
         let (slots, chunks) = (&self.slots, &self.records.chunks[..]);
         self.table
@@ -420,6 +454,7 @@ impl Shard {
             .map(|&i| i as usize)
     }
 
+    #[inline]
     fn link(&self, i: usize) -> Link<'_> {
         Link::new(&self.slots[i], &self.records.chunks)
     }
