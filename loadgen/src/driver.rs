@@ -472,6 +472,7 @@ async fn run_lean(
     let seg = segment.map_or((0, 1), |s| (s.index, s.count));
     let users = lean::connections(cfg.rate / share as f64).min(slots.max(1));
     let pool_short = users < lean::needed_connections(cfg.rate / share as f64).min(slots.max(1));
+    let stride = lean::stride_dispatch();
     let goose_metrics = GOOSE_METRICS.load(Ordering::Relaxed) || cfg.goose_report.is_some();
     goose_report_dir(cfg.goose_report.as_deref())?;
     let args = goose_args(&host, users, goose_metrics, cfg.goose_report.as_deref());
@@ -509,6 +510,7 @@ async fn run_lean(
             max_in_flight: AtomicU64::new(0),
             behind: AtomicU64::new(0),
             dispatch: lean::Dispatch::new(users),
+            stride,
             sent: AtomicU64::new(0),
             probe: std::sync::Mutex::new(crate::stats::new_histogram()),
             cpu_start_us: AtomicU64::new(0),
@@ -553,7 +555,11 @@ async fn run_lean(
             .saturating_sub(step.cpu_start_us.load(Ordering::Relaxed));
         Ok::<_, LoadgenError>(Measured {
             client: ClientKind::Lean,
-            engine: engine::ENGINE.to_string(),
+            engine: if stride {
+                format!("{}, stride dispatch", engine::ENGINE)
+            } else {
+                engine::ENGINE.to_string()
+            },
             rec: Recorder::default(),
             probe: step.probe.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             generator_cpu: cpu_us as f64 / duration.as_micros() as f64,

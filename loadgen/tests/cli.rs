@@ -335,3 +335,39 @@ fn a_pool_too_small_for_the_rate_is_the_generator_s_limit() {
         "{sized}"
     );
 }
+
+/// `LOADGEN_DISPATCH=stride` keeps wrk2's fixed slots per connection, for comparison: every
+/// slot is sent and the result names the dispatch.
+#[test]
+fn the_stride_dispatch_stays_selectable() {
+    let server = driver_support::start_conn_server_in_background(0, std::time::Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "run",
+            "--target",
+            &format!("{}/x", server.base),
+            "--scenario",
+            "get",
+            "--rate",
+            "500",
+            "--duration",
+            "1s",
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .env("LOADGEN_DISPATCH", "stride")
+        .env_remove("LOADGEN_CONNECTIONS")
+        .output()
+        .expect("run loadgen");
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["requests"], 500, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert!(
+        v["engine"].as_str().unwrap().contains("stride dispatch"),
+        "{v}"
+    );
+}

@@ -89,6 +89,12 @@ pub fn connections(rate: f64) -> u64 {
     needed_connections(rate).min(MAX_CONNECTIONS)
 }
 
+/// `LOADGEN_DISPATCH=stride`: wrk2's dispatch (user `j` of `C` sends slots `j`, `j + C`, ...,
+/// each on its own connection, and waits for it) instead of the [`Dispatch`], to compare them.
+pub fn stride_dispatch() -> bool {
+    std::env::var("LOADGEN_DISPATCH").is_ok_and(|v| v == "stride")
+}
+
 /// Where the connections go, resolved once per step.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -453,6 +459,8 @@ pub struct LeanStep {
     /// Slots that found every connection busy at their intended time.
     pub behind: AtomicU64,
     pub dispatch: Dispatch,
+    /// wrk2's fixed slots per connection instead of the [`Dispatch`] ([`stride_dispatch`]).
+    pub stride: bool,
     pub sent: AtomicU64,
     pub probe: Mutex<Histogram<u64>>,
     pub cpu_start_us: AtomicU64,
@@ -504,11 +512,18 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
     let len = step.schedule.len();
     // When this user's connection was last free (its previous response in).
     let mut free_at = t0;
+    let mut own = 0;
     loop {
-        let (k, waited_for_connection) = match step.dispatch.next_turn(j as u32).await {
-            Turn::Over => break,
-            Turn::Handed(k) => (k, false),
-            Turn::Freed(k) => (k, true),
+        let (k, waited_for_connection) = if step.stride {
+            // wrk2's dispatch: user `j` of `C` sends slots `j`, `j + C`, ... on its connection.
+            own += 1;
+            (j + (own - 1) * step.users, true)
+        } else {
+            match step.dispatch.next_turn(j as u32).await {
+                Turn::Over => break,
+                Turn::Handed(k) => (k, false),
+                Turn::Freed(k) => (k, true),
+            }
         };
         let slot = index + k * count;
         if slot >= len {
@@ -522,10 +537,12 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
             step.dispatch.end();
             break;
         }
-        step.dispatch.hand_on(&step.timer, |k| {
-            let next = index + k * count;
-            (next < len).then(|| t0 + step.schedule.offset(next))
-        });
+        if !step.stride {
+            step.dispatch.hand_on(&step.timer, |k| {
+                let next = index + k * count;
+                (next < len).then(|| t0 + step.schedule.offset(next))
+            });
+        }
         // Lateness before the slot had a connection is the pool's (every connection was busy);
         // after that, the generator's own.
         let available = if waited_for_connection && free_at > intended {
