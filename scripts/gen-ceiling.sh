@@ -14,7 +14,8 @@
 #      wrk's closed-loop throughput against the same linkr build with the same pinning.
 #
 # Usage: scripts/gen-ceiling.sh [--quick] [--strict] [--no-knee] [--no-reqwest]
-#   --quick   short runs (CI, information only)
+#   --quick   short runs (CI, information only); without it, goals 2 and 4 are also run with
+#             LOADGEN_DISPATCH=stride (wrk2's fixed slots per connection), as information
 #   --strict  exit 1 when a target fails (default: exit 0 whatever the figures)
 # Loopback only; every run is bounded in time. Needs wrk, taskset, /usr/bin/time, jq, curl, python3.
 set -euo pipefail
@@ -140,6 +141,14 @@ for client in lean $( ((REQWEST)) && echo reqwest); do
         row "   clean ceiling, reqwest" "$share, saturated $sat" "(information)" "$share" "-"
     fi
 done
+if ((!QUICK)); then
+    step "clean ceiling: loadgen lean, LOADGEN_DISPATCH=stride (wrk2's fixed slots), at $ceiling req/s"
+    run_loadgen ceiling-stride lean "$ceiling" LOADGEN_DISPATCH=stride
+    achieved=$(lg ceiling-stride .rate_achieved); sat=$(lg ceiling-stride .generator_saturated)
+    share=$(calc "$achieved / $ceiling" 4)
+    echo "    achieved $achieved req/s, saturated: $sat $(lg ceiling-stride '.saturation // ""'), p50 $(lg ceiling-stride .latency_us.p50) µs, p99 $(lg ceiling-stride .latency_us.p99) µs, $(calc "$(cpu ceiling-stride) * 1e6 / $(lg ceiling-stride .requests)") µs CPU/request"
+    row "   clean ceiling, lean stride dispatch" "$share, saturated $sat" "(information)" "$share" "-"
+fi
 
 step "floor: wrk -t1 -c1 --latency (one connection, closed loop)"
 timed wrk1 wrk -t1 -c1 -d"${D}s" --latency "$URL"
@@ -188,6 +197,17 @@ if ((KNEE)); then
     bound=$(jq -r '.bound // "unknown"' "$WORK/knee/summary.json" 2>/dev/null || echo unknown)
     row "4. knee (redirect), bound by $bound" "$knee req/s (wrk $linkr_wrk)" ">= 0.6x, service" \
         "$(calc "$knee / $linkr_wrk")" "$(verdict "$knee >= 0.6 * $linkr_wrk && \"$bound\" == \"service\"")"
+    if ((!QUICK)); then
+        step "knee: the same with LOADGEN_DISPATCH=stride (wrk2's fixed slots), as information"
+        LOADGEN_DISPATCH=stride "$BIN/loadgen" knee --spawn --scenario redirect --out "$WORK/knee-stride" \
+            "${KNEE_ARGS[@]}" >"$WORK/knee-stride.out" 2>"$WORK/knee-stride.err" || true
+        grep -E '^(step|knee:)' "$WORK/knee-stride.err" | sed 's/^/    /' || tail -n 20 "$WORK/knee-stride.err"
+        sed 's/^/    /' "$WORK/knee-stride.out"
+        knee=$(jq -r '.knee.rate // 0' "$WORK/knee-stride/summary.json" 2>/dev/null || echo 0)
+        bound=$(jq -r '.bound // "unknown"' "$WORK/knee-stride/summary.json" 2>/dev/null || echo unknown)
+        row "   knee, stride dispatch, bound by $bound" "$knee req/s (wrk $linkr_wrk)" "(information)" \
+            "$(calc "$knee / $linkr_wrk")" "-"
+    fi
 fi
 
 echo
