@@ -110,6 +110,15 @@ impl<'a> NewEntry<'a> {
     }
 }
 
+/// The chunk of an indexed entry's record.
+#[inline]
+fn chunk_of<'a>(chunks: &'a [Chunk], entry: &Entry) -> &'a Chunk {
+    debug_assert!(entry.chunk() < chunks.len());
+    // SAFETY: an entry is made by `Records::push`, which returns the number of a chunk it
+    // holds; chunks are never removed from the list (freed ones are reused in place).
+    unsafe { chunks.get_unchecked(entry.chunk()) }
+}
+
 /// An entry with its record, as lookups and visits see it.
 pub(crate) struct Link<'a> {
     entry: &'a Entry,
@@ -132,7 +141,7 @@ impl Deref for Link<'_> {
 impl<'a> Link<'a> {
     #[inline]
     fn new(entry: &'a Entry, chunks: &'a [Chunk]) -> Self {
-        let chunk = &chunks[entry.chunk()];
+        let chunk = chunk_of(chunks, entry);
         let mut at = entry.offset();
         let created_at = if entry.created == WIDE_TIME {
             at += 8;
@@ -443,7 +452,7 @@ struct Shard {
 impl Shard {
     #[inline]
     fn code_of<'a>(chunks: &'a [Chunk], entry: &'a Entry) -> &'a [u8] {
-        chunks[entry.chunk()].code(entry)
+        chunk_of(chunks, entry).code(entry)
     }
 
     #[inline]
@@ -452,11 +461,6 @@ impl Shard {
         self.table
             .find(hash, |&i| Self::code_of(chunks, &slots[i as usize]) == code)
             .map(|&i| i as usize)
-    }
-
-    #[inline]
-    fn link(&self, i: usize) -> Link<'_> {
-        Link::new(&self.slots[i], &self.records.chunks)
     }
 
     /// Writes the record and makes the entry (not yet indexed).
@@ -601,7 +605,17 @@ impl Index {
     pub(crate) fn with<R>(&self, code: &[u8], f: impl FnOnce(&Link<'_>) -> R) -> Option<R> {
         let hash = self.hash(code);
         let shard = self.read(hash);
-        shard.position(hash, code).map(|i| f(&shard.link(i)))
+        let (slots, chunks) = (&shard.slots[..], &shard.records.chunks[..]);
+        let slot = |i: u32| {
+            debug_assert!((i as usize) < slots.len());
+            // SAFETY: the table holds only slot numbers below `slots.len()` (kept in step by
+            // `push_unique` and `remove_if`).
+            unsafe { slots.get_unchecked(i as usize) }
+        };
+        let &i = shard
+            .table
+            .find(hash, |&i| Shard::code_of(chunks, slot(i)) == code)?;
+        Some(f(&Link::new(slot(i), chunks)))
     }
 
     /// Inserts or replaces; returns the replaced entry (its clicks; its record is gone).
