@@ -32,7 +32,10 @@ pub struct CreateLink {
     pub code: Option<String>,
     /// Lifetime in seconds; the link never expires when absent.
     #[schema(minimum = 1, example = 86400)]
-    #[serde(default, deserialize_with = "crate::domain::seconds::optional_whole_seconds")]
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::seconds::optional_whole_seconds"
+    )]
     pub ttl_seconds: Option<u64>,
 }
 
