@@ -44,7 +44,7 @@ use super::{health, links, redirect};
         health::Checks,
         health::Check,
     )),
-    modifiers(&BearerAuth, &CreateLimits),
+    modifiers(&BearerAuth, &CreateLimits, &ServerLimits),
     tags(
         (name = "links", description = "Short links and redirects"),
         (name = "probes", description = "Liveness, readiness and start-up probes"),
@@ -101,6 +101,52 @@ impl Modify for CreateLimits {
     }
 }
 
+/// Answers of the server's limits rather than of a handler, on every API and redirect
+/// operation: 408 when a request or its body stalls past its timeout, 503 when the in-flight
+/// limit sheds a request or a scale-out backend is unavailable (both with `Retry-After`).
+struct ServerLimits;
+
+impl Modify for ServerLimits {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for path in ["/v1/links", "/v1/links/{code}", "/{code}"] {
+            let item = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .unwrap_or_else(|| panic!("{path} is in the document"));
+            for operation in [&mut item.get, &mut item.post, &mut item.delete]
+                .into_iter()
+                .flatten()
+            {
+                let responses = &mut operation.responses.responses;
+                responses.insert(
+                    "408".into(),
+                    RefOr::T(error("The request or its body stalled past its timeout")),
+                );
+                responses.insert(
+                    "503".into(),
+                    RefOr::T(error(
+                        "Overloaded (the in-flight limit shed it) or a scale-out backend is \
+                         unavailable; Retry-After says when to try again",
+                    )),
+                );
+            }
+        }
+    }
+}
+
 fn field<'a>(
     object: &'a mut utoipa::openapi::schema::Object,
     name: &str,
@@ -150,5 +196,25 @@ mod tests {
         );
         assert_eq!(props["ttl_seconds"]["maximum"], MAX_TTL_SECONDS);
         assert_eq!(props["ttl_seconds"]["minimum"], 1);
+    }
+
+    #[test]
+    fn the_server_limits_answers_are_documented_on_every_api_operation() {
+        let doc: serde_json::Value = serde_json::from_slice(&DOCUMENT).unwrap();
+        for (path, method) in [
+            ("/v1/links", "post"),
+            ("/v1/links/{code}", "get"),
+            ("/v1/links/{code}", "delete"),
+            ("/{code}", "get"),
+        ] {
+            let responses = &doc["paths"][path][method]["responses"];
+            for status in ["408", "503"] {
+                assert_eq!(
+                    responses[status]["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{method} {path} {status}"
+                );
+            }
+        }
     }
 }
