@@ -555,11 +555,11 @@ async fn run_lean(
             .saturating_sub(step.cpu_start_us.load(Ordering::Relaxed));
         Ok::<_, LoadgenError>(Measured {
             client: ClientKind::Lean,
-            engine: if stride {
-                format!("{}, stride dispatch", engine::ENGINE)
-            } else {
-                engine::ENGINE.to_string()
-            },
+            engine: format!(
+                "{}, {} dispatch",
+                engine::ENGINE,
+                if stride { "stride" } else { "stack" }
+            ),
             rec: Recorder::default(),
             probe: step.probe.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             generator_cpu: cpu_us as f64 / duration.as_micros() as f64,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use driver_support::{self as support, API_KEY, count_at_or_above};
 use linkr_loadgen::driver::{self, StepConfig};
+use linkr_loadgen::engine::lean::{self, DispatchKind};
 use linkr_loadgen::{Arrival, ClientKind, Scenario, Seeds, run_step, run_step_with, seed_links};
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -16,6 +17,22 @@ async fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::const_new(());
     driver::set_progress(false);
     SERIAL.lock().await
+}
+
+/// Selects the stack dispatch (`LOADGEN_DISPATCH=stack`) until dropped; taken under `serial()`.
+struct StackDispatch;
+
+impl StackDispatch {
+    fn on() -> Self {
+        lean::set_dispatch(Some(DispatchKind::Stack));
+        Self
+    }
+}
+
+impl Drop for StackDispatch {
+    fn drop(&mut self) {
+        lean::set_dispatch(None);
+    }
 }
 
 fn step(target: String, scenario: Scenario, rate: f64, duration: Duration) -> StepConfig {
@@ -455,7 +472,7 @@ async fn the_lean_client_reconnects_when_the_server_closes_connections() {
     assert_eq!(r.errors, 0, "{:?}", r.transport_errors);
 }
 
-/// A slot waits only when every connection is busy: a slow response holds its own request, not
+/// With the stack dispatch a slot waits only when every connection is busy: a slow response holds its own request, not
 /// the slots after it on the same connection (wrk2's fixed slots per connection would queue the
 /// next slot of that connection behind it). Every 20th request takes 300 ms at 500 req/s: with
 /// fixed slots `j, j + 32, ...` the next slots of a slow connection are due every 64 ms and the
@@ -463,6 +480,7 @@ async fn the_lean_client_reconnects_when_the_server_closes_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_response_delays_only_its_own_request() {
     let _serial = serial().await;
+    let _stack = StackDispatch::on();
     let server = support::start_conn_server(20, Duration::from_millis(300)).await;
     let r = run_step(&step(
         format!("{}/x", server.base),
@@ -485,13 +503,14 @@ async fn a_slow_response_delays_only_its_own_request() {
     );
 }
 
-/// The connections that carry requests are as many as the requests in flight (plus the one
+/// With the stack dispatch the connections that carry requests are as many as the requests in flight (plus the one
 /// waiting for the next slot), however many are open: the most recently freed connection sends
 /// next. At 2,000 req/s against a fast server the pool holds 32 connections and a handful work
 /// (all 32 only if the server, sharing this machine's two cores, held them all at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_in_use_follow_the_requests_in_flight() {
     let _serial = serial().await;
+    let _stack = StackDispatch::on();
     let server = support::start_conn_server(0, Duration::ZERO).await;
     let r = run_step(&step(
         format!("{}/x", server.base),

@@ -89,10 +89,39 @@ pub fn connections(rate: f64) -> u64 {
     needed_connections(rate).min(MAX_CONNECTIONS)
 }
 
-/// `LOADGEN_DISPATCH=stride`: wrk2's dispatch (user `j` of `C` sends slots `j`, `j + C`, ...,
-/// each on its own connection, and waits for it) instead of the [`Dispatch`], to compare them.
+/// Which user sends the next slot. `Stride` (the default) is wrk2's: user `j` of `C` sends slots
+/// `j`, `j + C`, ..., each on its own connection, and waits for it. `Stack` is the [`Dispatch`]:
+/// the most recently freed user sends next. In a quiet run of `scripts/gen-ceiling.sh` the stack
+/// fell behind its own schedule from about 70k req/s against linkr (knee 66,800 req/s, bound by
+/// the generator) where the stride kept it (knee 94,600 req/s, bound by the service), so the
+/// stride is the default and `LOADGEN_DISPATCH=stack` selects the other, to compare them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatchKind {
+    Stride,
+    Stack,
+}
+
+/// 0: from `LOADGEN_DISPATCH`; 1: stride; 2: stack (set by [`set_dispatch`], for tests).
+static DISPATCH_OVERRIDE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Overrides `LOADGEN_DISPATCH` for the steps run after it in this process (`None`: the
+/// variable decides again).
+pub fn set_dispatch(kind: Option<DispatchKind>) {
+    let v = match kind {
+        None => 0,
+        Some(DispatchKind::Stride) => 1,
+        Some(DispatchKind::Stack) => 2,
+    };
+    DISPATCH_OVERRIDE.store(v, Ordering::Relaxed);
+}
+
+/// Whether the step uses wrk2's fixed slots (see [`DispatchKind`]).
 pub fn stride_dispatch() -> bool {
-    std::env::var("LOADGEN_DISPATCH").is_ok_and(|v| v == "stride")
+    match DISPATCH_OVERRIDE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => !std::env::var("LOADGEN_DISPATCH").is_ok_and(|v| v == "stack"),
+    }
 }
 
 /// Where the connections go, resolved once per step.
