@@ -198,7 +198,8 @@ impl TokenBucket {
             }
             match self
                 .tat
-                .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed) {
+                .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => return self.decision(ahead),
                 Err(current) => tat = current,
             }
