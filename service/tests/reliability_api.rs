@@ -12,32 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use helpers::{ALICE, ChildApp, client};
+use helpers::{ALICE, ChildApp, client, proc_status_bytes, reliability_report};
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn long() -> bool {
     std::env::var("LINKR_RELIABILITY_LONG").is_ok_and(|v| v == "1")
-}
-
-fn report(case: &str, tried: &str, figures: Value) {
-    println!(
-        "RELIABILITY {}",
-        json!({ "case": case, "tried": tried, "figures": figures })
-    );
-}
-
-/// `VmRSS` or `VmHWM` of a live process, in bytes.
-fn proc_status_bytes(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/PID/status"));
-    kb * 1024
 }
 
 async fn create(linkr: &ChildApp, code: &str) {
@@ -92,7 +74,7 @@ async fn api_forwarded_address_flood_keeps_the_limiter_bounded() {
             .unwrap();
         assert!(matches!(r.status().as_u16(), 302 | 429));
     }
-    let rss_before = proc_status_bytes(pid, "VmRSS:");
+    let rss_before = proc_status_bytes(pid, "VmRSS");
 
     let next = Arc::new(AtomicU64::new(0));
     let (found, limited, other) = (
@@ -132,8 +114,8 @@ async fn api_forwarded_address_flood_keeps_the_limiter_bounded() {
         task.await.unwrap();
     }
     let elapsed = started.elapsed();
-    let rss_after = proc_status_bytes(pid, "VmRSS:");
-    let peak = proc_status_bytes(pid, "VmHWM:");
+    let rss_after = proc_status_bytes(pid, "VmRSS");
+    let peak = proc_status_bytes(pid, "VmHWM");
     let ready = http
         .get(linkr.url("/readyz"))
         .send()
@@ -147,7 +129,7 @@ async fn api_forwarded_address_flood_keeps_the_limiter_bounded() {
     );
     let sent = found + limited + other;
     let growth = rss_after.saturating_sub(rss_before);
-    report(
+    reliability_report(
         "api_forwarded_address_flood_keeps_the_limiter_bounded",
         &format!(
             "{sent} redirects through a trusted proxy (loopback), each from a different forwarded client (IPv4 addresses and IPv6 /64s), {WORKERS} connections, per-IP limit on, the limiter bounded to {CAP} clients"
@@ -219,7 +201,7 @@ async fn api_forged_forwarded_for_from_an_untrusted_peer_gets_one_bucket() {
     }
     let elapsed = started.elapsed();
     let bound = RATE + (RATE as f64 * elapsed.as_secs_f64()).ceil() as u64;
-    report(
+    reliability_report(
         "api_forged_forwarded_for_from_an_untrusted_peer_gets_one_bucket",
         &format!(
             "{REQUESTS} redirects from one untrusted peer, each claiming another client in X-Forwarded-For and Forwarded, per-IP limit {RATE}/s burst {RATE}"

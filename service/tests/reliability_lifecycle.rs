@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use helpers::{ALICE, ChildApp, client};
+use helpers::{ALICE, ChildApp, client, proc_status_bytes, reliability_report};
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -27,27 +27,8 @@ fn long() -> bool {
     std::env::var("LINKR_RELIABILITY_LONG").is_ok_and(|v| v == "1")
 }
 
-/// The one line `scripts/reliability.sh` reads per case.
-fn report(case: &str, tried: &str, figures: Value) {
-    println!(
-        "RELIABILITY {}",
-        json!({ "case": case, "tried": tried, "figures": figures })
-    );
-}
-
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Peak resident set of a live process (`VmHWM`), in bytes.
-fn peak_rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status");
-    kb * 1024
 }
 
 /// The admin address from linkr's "listening" log line.
@@ -256,7 +237,7 @@ async fn lifecycle_kill9_during_creates_loses_no_acknowledged_link() {
             lost.push(code.clone());
         }
     }
-    report(
+    reliability_report(
         "lifecycle_kill9_during_creates_loses_no_acknowledged_link",
         &format!(
             "{writers} clients created links as fast as linkr acknowledged them; linkr was killed \
@@ -405,7 +386,7 @@ async fn lifecycle_sigterm_under_load_loses_no_accepted_request() {
     let slow_lost = slow_statuses.iter().filter(|s| **s != Some(201)).count() as u64;
     let lost = outcomes.lost.load(Ordering::Relaxed) + slow_lost;
     let server_errors = outcomes.server_errors.load(Ordering::Relaxed);
-    report(
+    reliability_report(
         "lifecycle_sigterm_under_load_loses_no_accepted_request",
         &format!(
             "a steady load of {} req/s (3 redirects : 1 create) and 3 creates with half-sent \
@@ -542,7 +523,7 @@ async fn lifecycle_back_to_back_cpu_profiles_under_load_do_not_crash() {
     let outcomes = load.finish().await;
     let alive = linkr.child.try_wait().unwrap().is_none();
     let peak_rss = if alive {
-        Some(peak_rss_bytes(linkr.child.id()))
+        Some(proc_status_bytes(linkr.child.id(), "VmHWM"))
     } else {
         None
     };
@@ -558,7 +539,7 @@ async fn lifecycle_back_to_back_cpu_profiles_under_load_do_not_crash() {
     } else {
         linkr.child.try_wait().unwrap().and_then(|s| s.code())
     };
-    report(
+    reliability_report(
         "lifecycle_back_to_back_cpu_profiles_under_load_do_not_crash",
         &format!(
             "{captures} back-to-back 1 s CPU captures from the admin /debug/pprof/profile \

@@ -25,24 +25,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use helpers::{ALICE, ChildApp, client};
-
-/// Prints the case's report line (see the report interface).
-fn report(case: &str, tried: &str, figures: Value) {
-    let line = json!({"case": case, "tried": tried, "figures": figures});
-    println!("RELIABILITY {line}");
-}
-
-/// A field of `/proc/PID/status` in bytes (`VmRSS`, `VmHWM`).
-fn proc_status_bytes(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
-    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kb * 1024
-}
+use helpers::{
+    ALICE, ChildApp, clicks, client, proc_status_bytes, read_until_closed, reliability_report,
+    stalled_post,
+};
 
 /// Open file descriptors of `pid`.
 fn open_fds(pid: u32) -> usize {
@@ -266,49 +252,6 @@ async fn create_link(app: &ChildApp, url: &str) -> String {
     created["code"].as_str().unwrap().to_string()
 }
 
-async fn clicks(app: &ChildApp, code: &str) -> u64 {
-    let stats: Value = client()
-        .get(app.url(&format!("/v1/links/{code}")))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    stats["clicks"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{stats}"))
-}
-
-/// The stalled `POST /v1/links`: a valid key, `Content-Length: 100`, 7 bytes of body.
-async fn stalled_post(addr: SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST /v1/links HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ALICE}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"url\":"
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream
-}
-
-/// Reads until the server closes: what it sent and when (`None`: still open after `within`).
-async fn read_until_closed(
-    stream: &mut TcpStream,
-    within: Duration,
-) -> (Vec<u8>, Option<Duration>) {
-    let start = Instant::now();
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = within.saturating_sub(start.elapsed());
-        match tokio::time::timeout(left, stream.read(&mut buf)).await {
-            Err(_) => return (received, None),
-            Ok(Ok(0) | Err(_)) => return (received, Some(start.elapsed())),
-            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_request_is_answered_408_and_sigterm_exits_within_its_deadline_with_clicks_flushed()
 {
@@ -405,7 +348,7 @@ async fn stalled_request_is_answered_408_and_sigterm_exits_within_its_deadline_w
     let counted = clicks(&again, &code).await;
     assert_eq!(counted, acked, "every acknowledged click counted");
 
-    report(
+    reliability_report(
         "stalled_request_is_answered_408_and_sigterm_exits_within_its_deadline_with_clicks_flushed",
         "5 POST /v1/links heads with Content-Length 100 and 7 bytes of body (LINKR_BODY_TIMEOUT=2s, LINKR_IDLE_TIMEOUT=3s), then SIGTERM (LINKR_SHUTDOWN_TIMEOUT=6s) with 5 more stalled and an HTTP/2 connection sending only PINGs, redirects at 50/s throughout; restart and count the clicks",
         json!({
@@ -537,7 +480,7 @@ async fn connection_flood_of_idle_and_slow_sockets_leaves_a_real_client_its_p99(
     let p99_before = quantile(before.clone(), 0.99);
     let p99_during = quantile(during.clone(), 0.99);
     let refused = refused.load(Ordering::Relaxed);
-    report(
+    reliability_report(
         "connection_flood_of_idle_and_slow_sockets_leaves_a_real_client_its_p99",
         "a real client sends redirects at 200/s on one kept-alive connection for 4 s, then again for 4 s while thousands of idle and slowloris sockets are opened against LINKR_MAX_CONNECTIONS=1000",
         json!({
@@ -670,7 +613,7 @@ async fn overload_at_10x_the_knee_is_shed_fast_with_bounded_memory_and_recovers(
     eprintln!("recovery at {knee}/s: {recovery:?}, then {rec:?}");
     let alive = client().get(app.url("/healthz")).send().await.unwrap();
 
-    report(
+    reliability_report(
         "overload_at_10x_the_knee_is_shed_fast_with_bounded_memory_and_recovers",
         "durable creates (open model, 64 kept-alive connections) against LINKR_MAX_IN_FLIGHT=4: the knee measured in 1.5 s steps (p99 <= 100 ms, <= 1% shed, none failed; two runs in a row), then 10x the knee for 5 s, then the knee rate for 4 s (recovered: from the first 500 ms window within the objective; after it p99 within it, none failed, <= 2% shed)",
         json!({

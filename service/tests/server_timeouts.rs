@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 
-use helpers::{ALICE, ChildApp, client};
+use helpers::{ALICE, ChildApp, clicks, client, read_until_closed, stalled_post};
 
 async fn serve(header_timeout: Duration) -> Server {
     serve_with(ServeOptions {
@@ -47,25 +47,6 @@ async fn serve_with(opts: ServeOptions) -> Server {
         );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     Server::spawn(listener, Arc::new(router), opts).unwrap()
-}
-
-/// Reads until the server closes the connection or `within` passes: what it sent, and when it
-/// closed (`None`: still open).
-async fn read_until_closed(
-    stream: &mut TcpStream,
-    within: Duration,
-) -> (Vec<u8>, Option<Duration>) {
-    let start = Instant::now();
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = within.saturating_sub(start.elapsed());
-        match tokio::time::timeout(left, stream.read(&mut buf)).await {
-            Err(_) => return (received, None),
-            Ok(Ok(0) | Err(_)) => return (received, Some(start.elapsed())),
-            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
-        }
-    }
 }
 
 /// The status code and JSON body of a raw HTTP/1 response, and whether it asked to close.
@@ -453,22 +434,6 @@ async fn shutdown_within_a_limit_cuts_the_connections_still_open() {
     assert!(received.is_empty(), "no response to the cut request");
 }
 
-/// Link stats as alice sees them.
-async fn clicks(app: &ChildApp, code: &str) -> u64 {
-    let stats: Value = client()
-        .get(app.url(&format!("/v1/links/{code}")))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    stats["clicks"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{stats}"))
-}
-
 /// A link with `n` clicks on `app`; returns its code.
 async fn clicked_link(app: &ChildApp, n: u64) -> String {
     let http = client();
@@ -490,16 +455,6 @@ async fn clicked_link(app: &ChildApp, n: u64) -> String {
     code
 }
 
-/// The issue's stalled `POST /v1/links`: a valid key, `Content-Length: 100`, 7 bytes of body.
-async fn stalled_post(app: &ChildApp) -> TcpStream {
-    let mut stream = TcpStream::connect(app.addr).await.unwrap();
-    let head = format!(
-        "POST /v1/links HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ALICE}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"url\":"
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_issues_stalled_post_is_answered_408_and_sigterm_then_exits_0_with_clicks_flushed() {
     let dir = tempfile::tempdir().unwrap();
@@ -512,7 +467,7 @@ async fn the_issues_stalled_post_is_answered_408_and_sigterm_then_exits_0_with_c
     app.wait_started().await;
     let code = clicked_link(&app, 3).await;
 
-    let mut stream = stalled_post(&app).await;
+    let mut stream = stalled_post(app.addr).await;
     let (received, closed) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
     let took = closed.expect("the server should have closed the connection");
     let (status, body, _) = parse_response(&received);
@@ -537,7 +492,7 @@ async fn the_issues_stalled_post_is_answered_408_and_sigterm_then_exits_0_with_c
     );
 
     // Another stalled request in flight when SIGTERM arrives: cut by the body timeout.
-    let _held = stalled_post(&app).await;
+    let _held = stalled_post(app.addr).await;
     let _ = clicked_link(&app, 0).await;
     let start = Instant::now();
     app.signal(libc::SIGTERM);
@@ -566,7 +521,7 @@ async fn at_the_shutdown_deadline_open_connections_are_cut_and_clicks_still_flus
     ];
     let mut app = ChildApp::spawn(dir.path(), &envs);
     app.wait_started().await;
-    let _stalled = stalled_post(&app).await;
+    let _stalled = stalled_post(app.addr).await;
     // An HTTP/2 client that never closes its connection (a graceful shutdown waits for it).
     let mut h2 = TcpStream::connect(app.addr).await.unwrap();
     h2.write_all(H2_PREFACE).await.unwrap();

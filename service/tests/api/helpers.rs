@@ -375,3 +375,75 @@ impl Drop for ChildApp {
         }
     }
 }
+
+// ---- Shared by the raw-socket timeout tests and the reliability cases (not the api binary) ----
+
+/// Prints a reliability case's report line, the one `scripts/reliability.sh` reads per case.
+#[allow(dead_code)] // the api binary has no use for it
+pub fn reliability_report(case: &str, tried: &str, figures: Value) {
+    println!(
+        "RELIABILITY {}",
+        json!({ "case": case, "tried": tried, "figures": figures })
+    );
+}
+
+/// A field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in bytes.
+#[allow(dead_code)] // the api binary has no use for it
+pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
+    kb * 1024
+}
+
+/// A link's click count as alice sees it.
+#[allow(dead_code)] // the api binary has no use for it
+pub async fn clicks(app: &ChildApp, code: &str) -> u64 {
+    let stats: Value = client()
+        .get(app.url(&format!("/v1/links/{code}")))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    stats["clicks"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{stats}"))
+}
+
+/// The stalled `POST /v1/links`: a valid key, `Content-Length: 100`, 7 bytes of body.
+#[allow(dead_code)] // the api binary has no use for it
+pub async fn stalled_post(addr: SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/links HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ALICE}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"url\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// Reads until the server closes: what it sent and when (`None`: still open after `within`).
+#[allow(dead_code)] // the api binary has no use for it
+pub async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    within: Duration,
+) -> (Vec<u8>, Option<Duration>) {
+    use tokio::io::AsyncReadExt;
+    let start = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = within.saturating_sub(start.elapsed());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => return (received, None),
+            Ok(Ok(0) | Err(_)) => return (received, Some(start.elapsed())),
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+        }
+    }
+}
