@@ -262,7 +262,7 @@ impl Store {
     /// click). `Missing` for the embedded store.
     pub async fn resolve_remote(&self, code: &str) -> Result<Lookup, StoreError> {
         match &self.0.remote {
-            Some(remote) => postgres::resolve(remote, self, code).await,
+            Some(remote) => postgres::lookup(remote, self, code, true).await,
             None => Ok(Lookup::Missing),
         }
     }
@@ -314,7 +314,7 @@ impl Store {
     /// [`Store::resolve_remote`] without counting a click (see [`Store::peek`]).
     pub async fn peek_remote(&self, code: &str) -> Result<Lookup, StoreError> {
         match &self.0.remote {
-            Some(remote) => postgres::peek(remote, self, code).await,
+            Some(remote) => postgres::lookup(remote, self, code, false).await,
             None => Ok(Lookup::Missing),
         }
     }

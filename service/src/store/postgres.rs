@@ -1056,26 +1056,6 @@ impl Remote {
     }
 }
 
-/// Used by `Store::peek_remote` (`HEAD`): [`resolve`] without counting a click.
-pub(crate) async fn peek(
-    remote: &Remote,
-    store: &super::Store,
-    code: &str,
-) -> Result<Lookup, StoreError> {
-    let shared = &store.0.shared;
-    let (link, indexed) = match remote.fetch(shared, code).await? {
-        Fetched::Missing => return Ok(Lookup::Missing),
-        Fetched::Found { link, indexed } => (link, indexed),
-    };
-    if indexed {
-        match store.peek(code) {
-            Lookup::Missing => {}
-            lookup => return Ok(lookup),
-        }
-    }
-    Ok(answer_from_row(shared, link))
-}
-
 /// The answer for a link read but not in the index.
 fn answer_from_row(shared: &Shared, link: Cached) -> Lookup {
     if link
@@ -1088,13 +1068,15 @@ fn answer_from_row(shared: &Shared, link: Cached) -> Lookup {
     }
 }
 
-/// Used by `Store::resolve_remote`: looks `code` up remotely, then resolves it locally
-/// (counting a click). A link read but not kept in the index (its code was invalidated
-/// during the read) is answered from the row read, its click counted in Postgres.
-pub(crate) async fn resolve(
+/// Used by `Store::resolve_remote` (`visit`: counts a click) and `Store::peek_remote` (`HEAD`,
+/// no click): looks `code` up remotely, then answers from the index. A link read but not kept in
+/// the index (its code was invalidated during the read) is answered from the row read, its click
+/// counted in Postgres.
+pub(crate) async fn lookup(
     remote: &Remote,
     store: &super::Store,
     code: &str,
+    visit: bool,
 ) -> Result<Lookup, StoreError> {
     let shared = &store.0.shared;
     let (link, indexed) = match remote.fetch(shared, code).await? {
@@ -1102,14 +1084,18 @@ pub(crate) async fn resolve(
         Fetched::Found { link, indexed } => (link, indexed),
     };
     if indexed {
-        match store.resolve(code) {
-            Lookup::Missing => {}
-            lookup => return Ok(lookup),
+        let local = if visit {
+            store.resolve(code)
+        } else {
+            store.peek(code)
+        };
+        if !matches!(local, Lookup::Missing) {
+            return Ok(local);
         }
     }
     let generation = link.generation;
     let answer = answer_from_row(shared, link);
-    if matches!(answer, Lookup::Found(_)) {
+    if visit && matches!(answer, Lookup::Found(_)) {
         remote.count_click(code, generation).await;
     }
     Ok(answer)
