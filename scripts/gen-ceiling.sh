@@ -16,7 +16,8 @@
 # Usage: scripts/gen-ceiling.sh [--quick] [--strict] [--no-knee] [--no-reqwest]
 #   --quick   short runs (CI, information only); without it, goals 2 and 4 are also run with
 #             LOADGEN_DISPATCH=stack (the most recently freed connection sends next; the default
-#             is wrk2's fixed slots per connection), as information
+#             is wrk2's fixed slots per connection), and goal 1 with LOADGEN_H1=hyper (hyper's
+#             client connection instead of the lean client's own), as information
 #   --strict  exit 1 when a target fails (default: exit 0 whatever the figures)
 # Loopback only; every run is bounded in time. Needs wrk, taskset, /usr/bin/time, jq, curl, python3.
 set -euo pipefail
@@ -117,6 +118,15 @@ lean_cost=$(calc "$(cpu cost-lean) * 1e6 / $lean_req")
 echo "    $lean_req requests ($(lg cost-lean .rate_achieved) req/s), $(cpu cost-lean) s CPU, $lean_cost µs/request"
 row "1. CPU per request, lean (saturated)" "$lean_cost µs (wrk $wrk_cost)" "<= 1.25x wrk" \
     "$(calc "$lean_cost / $wrk_cost")" "$(verdict "$lean_cost <= 1.25 * $wrk_cost")"
+if ((!QUICK)); then
+    step "cost: loadgen lean over hyper's client connection (LOADGEN_H1=hyper), saturated"
+    run_loadgen cost-hyper lean "$over" LOADGEN_CONNECTIONS=32 LOADGEN_H1=hyper
+    hy_req=$(lg cost-hyper .requests)
+    hy_cost=$(calc "$(cpu cost-hyper) * 1e6 / $hy_req")
+    echo "    $hy_req requests ($(lg cost-hyper .rate_achieved) req/s), $(cpu cost-hyper) s CPU, $hy_cost µs/request"
+    row "   CPU per request, lean on hyper's conn" "$hy_cost µs" "(information)" \
+        "$(calc "$hy_cost / $wrk_cost")" "-"
+fi
 if ((REQWEST)); then
     step "cost: loadgen reqwest, saturated (rate 2x wrk's)"
     run_loadgen cost-reqwest reqwest "$over"

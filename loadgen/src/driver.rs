@@ -95,7 +95,7 @@ pub struct TransportErrors {
 pub struct StepResult {
     /// The per-request path that produced the step.
     pub client: ClientKind,
-    /// How the step was driven, e.g. `lean-hyper-h1/current-thread x1`.
+    /// How the step was driven, e.g. `lean-raw-h1/current-thread x1`.
     pub engine: String,
     pub scenario: Scenario,
     pub target: String,
@@ -557,7 +557,7 @@ async fn run_lean(
             client: ClientKind::Lean,
             engine: format!(
                 "{}, {} dispatch",
-                engine::ENGINE,
+                engine::engine(),
                 if stride { "stride" } else { "stack" }
             ),
             rec: Recorder::default(),

@@ -76,7 +76,7 @@ pub fn collect(service: &ServiceFacts) -> Vec<(String, String)> {
             env!("CARGO_PKG_VERSION"),
             crate::driver::client(),
             match crate::driver::client() {
-                crate::driver::ClientKind::Lean => crate::engine::ENGINE,
+                crate::driver::ClientKind::Lean => crate::engine::engine(),
                 crate::driver::ClientKind::Reqwest => "goose-reqwest/multi-thread + pacer thread",
             }
         ),

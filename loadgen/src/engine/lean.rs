@@ -1,17 +1,16 @@
-//! The lean per-request path: each goose user owns one HTTP/1.1 connection (hyper's client
-//! connection over a `TcpStream` with `TCP_NODELAY`, driven by the user's own task) and sends
-//! slots of the shared schedule. Which user sends the next slot is decided by a [`Dispatch`]: the
+//! The lean per-request path: each goose user owns one HTTP/1.1 connection (the lean client's
+//! own, [`super::h1`], or hyper's with `LOADGEN_H1=hyper`; `TCP_NODELAY`, driven by the user's
+//! own task) and sends slots of the shared schedule. By default user `j` of `C` sends slots `j`,
+//! `j + C`, ... (wrk2's fixed slots); `LOADGEN_DISPATCH=stack` selects the [`Dispatch`]: the
 //! users that are free form a stack, the one on top (the most recently freed: its connection and
 //! buffers are warm) waits on the [precise timer](super::timer) for the next slot's intended
 //! time and, when it leaves, hands the slot after it to the next free user. So a slot waits only
 //! when every connection is busy (no head-of-line blocking behind a slow response on one
-//! connection, as with wrk2's fixed slots `j, j + C, ...` per connection), and the connections
-//! in use are as many as the requests in flight, however many are open: the server and the
-//! generator work on a few hot connections (a closed loop's 32, not `rate × allowance`).
+//! connection), and the connections in use are as many as the requests in flight.
 //! If a slot's time has passed, it is sent at once; latency still counts from the intended time.
-//! Requests are built from parts prepared before the step: no URL parsing, no pool lookup, no
-//! boxing per request. Latencies go into the engine thread's recorder (one per thread, merged at
-//! the end).
+//! Requests are written from bytes prepared before the step: no URL parsing, no pool lookup, no
+//! allocation per request (but a create's body). Latencies go into the engine thread's recorder
+//! (one per thread, merged at the end).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,6 +33,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::net::TcpStream;
 
+use super::h1::{Failure, RawConn};
 use super::timer::Timer;
 use crate::error::LoadgenError;
 use crate::scenarios::{Op, Plan};
@@ -159,7 +159,14 @@ impl Endpoint {
     }
 }
 
-/// The requests of a step, from parts built once.
+/// Whether the lean client uses hyper's client connection instead of its own
+/// ([`super::h1`]): `LOADGEN_H1=hyper`, to compare the two.
+pub fn hyper_connections() -> bool {
+    std::env::var("LOADGEN_H1").is_ok_and(|v| v == "hyper")
+}
+
+/// The requests of a step, from parts built once: whole requests as bytes for the lean
+/// connection ([`super::h1`]), and URIs and headers for hyper's.
 pub struct Requests {
     host: HeaderValue,
     redirect: Vec<Uri>,
@@ -168,12 +175,26 @@ pub struct Requests {
     create: Uri,
     auth: Option<HeaderValue>,
     json: HeaderValue,
+    raw_redirect: Vec<Bytes>,
+    raw_stats: Vec<Bytes>,
+    raw_get: Bytes,
+    /// A create's request line and headers, up to its `content-length` value.
+    raw_create_head: Bytes,
 }
 
 impl Requests {
     pub fn new(plan: &Plan, endpoint: &Endpoint) -> Result<Self, LoadgenError> {
         let uri = |p: &str| {
             Uri::try_from(p).map_err(|_| LoadgenError::Usage(format!("invalid request path {p:?}")))
+        };
+        let host = endpoint.host.to_str().unwrap_or_default();
+        let auth = plan
+            .auth()
+            .and_then(|a| a.to_str().ok())
+            .map(|a| format!("authorization: {a}\r\n"))
+            .unwrap_or_default();
+        let raw_get = |path: &str, auth: &str| {
+            Bytes::from(format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n{auth}\r\n"))
         };
         Ok(Self {
             host: endpoint.host.clone(),
@@ -191,7 +212,52 @@ impl Requests {
             create: Uri::from_static("/v1/links"),
             auth: plan.auth().cloned(),
             json: HeaderValue::from_static("application/json"),
+            raw_redirect: plan
+                .redirect_paths()
+                .iter()
+                .map(|p| raw_get(p, ""))
+                .collect(),
+            raw_stats: plan
+                .stats_paths()
+                .iter()
+                .map(|p| raw_get(p, &auth))
+                .collect(),
+            raw_get: raw_get(plan.get_path(), ""),
+            raw_create_head: Bytes::from(format!(
+                "POST /v1/links HTTP/1.1\r\nhost: {host}\r\n{auth}content-type: application/json\r\ncontent-length: "
+            )),
         })
+    }
+
+    /// A create's JSON body: a URL unique to the slot.
+    fn create_body(slot: u64, rng: &mut SmallRng) -> String {
+        format!(
+            r#"{{"url":"https://example.com/loadgen/{slot}/{:08x}"}}"#,
+            rng.random::<u32>()
+        )
+    }
+
+    /// The request for `op` as bytes: prebuilt, or (a create) written into `scratch`.
+    fn raw<'a>(
+        &'a self,
+        op: Op,
+        slot: u64,
+        rng: &mut SmallRng,
+        scratch: &'a mut Vec<u8>,
+    ) -> &'a [u8] {
+        match op {
+            Op::Redirect(k) => &self.raw_redirect[k],
+            Op::Stats(k) => &self.raw_stats[k],
+            Op::Get => &self.raw_get,
+            Op::Create => {
+                use std::io::Write;
+                let body = Self::create_body(slot, rng);
+                scratch.clear();
+                scratch.extend_from_slice(&self.raw_create_head);
+                let _ = write!(scratch, "{}\r\n\r\n{body}", body.len());
+                scratch
+            }
+        }
     }
 
     fn build(&self, op: Op, slot: u64, rng: &mut SmallRng) -> Request<Full<Bytes>> {
@@ -202,10 +268,7 @@ impl Requests {
             Op::Create => (
                 Method::POST,
                 &self.create,
-                Bytes::from(format!(
-                    r#"{{"url":"https://example.com/loadgen/{slot}/{:08x}"}}"#,
-                    rng.random::<u32>()
-                )),
+                Bytes::from(Self::create_body(slot, rng)),
             ),
         };
         let mut req = Request::new(Full::new(body));
@@ -225,13 +288,68 @@ impl Requests {
     }
 }
 
-/// One HTTP/1.1 connection, driven by the task that uses it.
-pub struct Conn {
+/// One HTTP/1.1 connection of a user: the lean client's own, or hyper's ([`hyper_connections`]).
+pub enum Conn {
+    Raw(RawConn),
+    Hyper(Box<HyperConn>),
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Result<Self, Outcome> {
+        if hyper_connections() {
+            HyperConn::open(addr)
+                .await
+                .map(|c| Conn::Hyper(Box::new(c)))
+        } else {
+            RawConn::open(addr)
+                .await
+                .map(Conn::Raw)
+                .map_err(|_| Outcome::Connect)
+        }
+    }
+
+    /// Whether the connection is still open (a server that closed it is seen).
+    async fn alive(&mut self) -> bool {
+        match self {
+            Conn::Raw(c) => c.alive(),
+            Conn::Hyper(c) => c.alive().await,
+        }
+    }
+
+    /// Whether the connection may carry the next request (the server did not announce a close).
+    fn reusable(&self) -> bool {
+        match self {
+            Conn::Raw(c) => c.reusable(),
+            Conn::Hyper(_) => true,
+        }
+    }
+
+    /// Sends the request for `op` and reads the whole response; the status code.
+    async fn exchange(
+        &mut self,
+        requests: &Requests,
+        op: Op,
+        slot: u64,
+        rng: &mut SmallRng,
+        scratch: &mut Vec<u8>,
+    ) -> Result<u16, Failure> {
+        match self {
+            Conn::Raw(c) => {
+                c.exchange(requests.raw(op, slot, rng, scratch), false)
+                    .await
+            }
+            Conn::Hyper(c) => c.exchange(requests.build(op, slot, rng)).await,
+        }
+    }
+}
+
+/// hyper's HTTP/1.1 client connection, driven by the task that uses it.
+pub struct HyperConn {
     sender: http1::SendRequest<Full<Bytes>>,
     conn: http1::Connection<TokioIo<TcpStream>, Full<Bytes>>,
 }
 
-impl Conn {
+impl HyperConn {
     async fn open(addr: SocketAddr) -> Result<Self, Outcome> {
         let stream = TcpStream::connect(addr)
             .await
@@ -290,14 +408,6 @@ impl Conn {
         })
         .await
     }
-}
-
-/// Why an exchange failed.
-enum Failure {
-    /// The connection was closed before the request left (the server closed it after the last
-    /// response): the request can go on a new connection.
-    NotSent,
-    Failed(Outcome),
 }
 
 /// Connections kept between steps, by address: a knee search opens them once (and does not
@@ -542,6 +652,8 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
     // When this user's connection was last free (its previous response in).
     let mut free_at = t0;
     let mut own = 0;
+    // A create's request is written here (the others are prebuilt).
+    let mut scratch = Vec::new();
     loop {
         let (k, waited_for_connection) = if step.stride {
             // wrk2's dispatch: user `j` of `C` sends slots `j`, `j + C`, ... on its connection.
@@ -594,10 +706,9 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
                     Err(e) => break Err(e),
                 },
             };
-            let req = step.requests.build(op, slot, &mut rng);
             let r = tokio::select! {
                 biased;
-                r = c.exchange(req) => r,
+                r = c.exchange(&step.requests, op, slot, &mut rng, &mut scratch) => r,
                 _ = &mut give_up => Err(Failure::Failed(Outcome::Timeout)),
             };
             match r {
@@ -625,6 +736,10 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
                 e
             }
         };
+        if conn.as_ref().is_some_and(|c| !c.reusable()) {
+            // The server closes it after this response.
+            conn = None;
+        }
         step.registry.record(&Sample {
             corrected_us: micros(done - intended),
             uncorrected_us: micros(done - sent),

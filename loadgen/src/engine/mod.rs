@@ -4,6 +4,7 @@
 //! With `--spawn` the process is pinned to the generator's CPU before any thread starts, so this
 //! thread runs there too: one runtime per pinned core, no work stealing, no cross-thread wake-ups.
 
+pub mod h1;
 pub mod lean;
 pub mod timer;
 
@@ -16,7 +17,13 @@ use crate::error::LoadgenError;
 type Job = Box<dyn FnOnce(&tokio::runtime::Runtime) + Send>;
 
 /// Short description of the engine for results and reports.
-pub const ENGINE: &str = "lean-hyper-h1/current-thread x1";
+pub fn engine() -> &'static str {
+    if lean::hyper_connections() {
+        "lean-hyper-h1/current-thread x1"
+    } else {
+        "lean-raw-h1/current-thread x1"
+    }
+}
 
 fn jobs() -> &'static Mutex<mpsc::Sender<Job>> {
     static JOBS: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
