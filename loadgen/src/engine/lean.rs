@@ -799,7 +799,7 @@ pub async fn supervise(step: Arc<LeanStep>, ready_timeout: Duration, stop: fn() 
     let _ = step.start.set(t0);
     step.started.send_replace(Some(t0));
     step.timer.sleep_until(t0).await;
-    // The engine thread's CPU time, less the timer's spinning (a busy wait, not work).
+    // The engine thread's CPU time, less its idle polling (rounds in which nothing was sent or received).
     let cpu = || super::thread_cpu_us().saturating_sub(step.timer.spun().as_micros() as u64);
     step.cpu_start_us.store(cpu(), Ordering::Relaxed);
     let t_end = t0 + step.duration;

@@ -8,8 +8,8 @@
 //! resolution, no timer slack) for the earliest, wakes the sleepers whose time has come, and
 //! re-arms. An idle thread takes some 10–30 µs to wake up (more on a busy VM), so the `timerfd`
 //! is armed a little ahead of the deadline and the driver spins the rest of the way (a busy wait
-//! of at most the spin window, counted in [`Timer::spun`] so the CPU it burns can be told from
-//! work). The window is a fraction of the mean gap between requests ([`spin_for_rate`]): at high
+//! of at most the spin window; the polling rounds in which no request left and no response came
+//! in are counted in [`Timer::spun`], so the CPU they burn can be told from work). The window is a fraction of the mean gap between requests ([`spin_for_rate`]): at high
 //! rates, where deadlines are microseconds apart and the thread is rarely idle, it shrinks to
 //! almost nothing.
 
@@ -49,10 +49,6 @@ fn poll_in_flight() -> Duration {
             .unwrap_or(POLL_IN_FLIGHT)
     })
 }
-
-/// A spin round (yield, poll for I/O, back) shorter than this found nothing else to do: it counts
-/// as idle in [`Timer::spun`].
-const IDLE_ROUND: Duration = Duration::from_micros(3);
 
 /// The spin window for `rate` requests/s (`LOADGEN_TIMER_SPIN_US` overrides it).
 pub fn spin_for_rate(rate: f64) -> Duration {
@@ -115,6 +111,9 @@ pub struct Timer {
     spun_ns: AtomicU64,
     base: Instant,
     in_flight: AtomicU64,
+    /// Requests sent plus responses in: a spin round in which this did not change found nothing
+    /// to do, and counts as idle in [`Timer::spun`].
+    events: AtomicU64,
     /// Last send, in ns since `base`.
     last_send_ns: AtomicU64,
     poll_in_flight: Duration,
@@ -145,6 +144,7 @@ impl Timer {
             spun_ns: AtomicU64::new(0),
             base: Instant::now(),
             in_flight: AtomicU64::new(0),
+            events: AtomicU64::new(0),
             last_send_ns: AtomicU64::new(0),
             poll_in_flight: poll_in_flight(),
         }))
@@ -182,6 +182,7 @@ impl Timer {
     /// A request leaves at `now`: the thread polls for its response for a while.
     pub fn request_sent(&self, now: Instant) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.events.fetch_add(1, Ordering::Relaxed);
         self.last_send_ns
             .store((now - self.base).as_nanos() as u64, Ordering::Relaxed);
     }
@@ -189,6 +190,7 @@ impl Timer {
     /// A request's response (or failure) is in.
     pub fn request_done(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.events.fetch_add(1, Ordering::Relaxed);
     }
 
     fn awaiting_response(&self, now: Instant) -> bool {
@@ -197,7 +199,8 @@ impl Timer {
                 <= self.last_send_ns.load(Ordering::Relaxed) + self.poll_in_flight.as_nanos() as u64
     }
 
-    /// Time spent spinning towards deadlines so far.
+    /// Time spent spinning so far: the polling rounds (yield, poll for I/O, back) in which no
+    /// request left and no response came in.
     pub fn spun(&self) -> Duration {
         Duration::from_nanos(self.spun_ns.load(Ordering::Relaxed))
     }
@@ -238,21 +241,21 @@ impl Timer {
 
     /// Runs the timer until the runtime drops it (abort the task at the end of the step).
     pub async fn drive(self: Arc<Self>) {
-        let mut last_round: Option<Instant> = None;
+        let mut last_round: Option<(Instant, u64)> = None;
         loop {
             let now = Instant::now();
             let next = self.fire(now);
             if next.is_some_and(|d| d <= now + self.spin) || self.awaiting_response(now) {
                 // Close enough (or a response due any moment): poll through the rest of the gap
                 // (other tasks and I/O run in between) rather than sleep and wake up late.
-                if let Some(prev) = last_round {
-                    let round = now - prev;
-                    if round < IDLE_ROUND {
-                        self.spun_ns
-                            .fetch_add(round.as_nanos() as u64, Ordering::Relaxed);
-                    }
+                let events = self.events.load(Ordering::Relaxed);
+                if let Some((prev, before)) = last_round
+                    && events == before
+                {
+                    self.spun_ns
+                        .fetch_add((now - prev).as_nanos() as u64, Ordering::Relaxed);
                 }
-                last_round = Some(now);
+                last_round = Some((now, events));
                 tokio::task::yield_now().await;
             } else {
                 last_round = None;
@@ -431,6 +434,33 @@ mod tests {
                 "median late {:?}",
                 late[25]
             );
+            driver.abort();
+        });
+    }
+
+    #[test]
+    fn polling_rounds_count_as_spun_only_while_nothing_is_sent_or_received() {
+        runtime().block_on(async {
+            let timer = Timer::new(Duration::from_micros(20)).unwrap();
+            let driver = tokio::spawn(timer.clone().drive());
+            // A request in flight: the driver polls for its response (rounds of this task and
+            // the driver, far shorter than POLL_IN_FLIGHT) instead of sleeping.
+            timer.request_sent(Instant::now());
+            for _ in 0..50 {
+                tokio::task::yield_now().await;
+            }
+            assert!(
+                timer.spun() > Duration::ZERO,
+                "idle rounds were not counted"
+            );
+            // Every round now has a response in and a request out: none of it is idle.
+            let before = timer.spun();
+            for _ in 0..50 {
+                timer.request_done();
+                timer.request_sent(Instant::now());
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(timer.spun(), before, "busy rounds were counted as idle");
             driver.abort();
         });
     }
