@@ -15,9 +15,9 @@
 #
 # Usage: scripts/gen-ceiling.sh [--quick] [--strict] [--no-knee] [--no-reqwest]
 #   --quick   short runs (CI, information only); without it, goals 2 and 4 are also run with
-#             LOADGEN_DISPATCH=stack (the most recently freed connection sends next; the default
-#             is wrk2's fixed slots per connection), and goal 1 with LOADGEN_H1=hyper (hyper's
-#             client connection instead of the lean client's own), as information
+#             LOADGEN_DISPATCH=stride (wrk2's fixed slots per connection; the default sends each
+#             slot on the most recently freed connection), and goal 1 with LOADGEN_H1=hyper
+#             (hyper's client connection instead of the lean client's own), as information
 #   --strict  exit 1 when a target fails (default: exit 0 whatever the figures)
 # Loopback only; every run is bounded in time. Needs wrk, taskset, /usr/bin/time, jq, curl, python3.
 set -euo pipefail
@@ -153,12 +153,12 @@ for client in lean $( ((REQWEST)) && echo reqwest); do
     fi
 done
 if ((!QUICK)); then
-    step "clean ceiling: loadgen lean, LOADGEN_DISPATCH=stack (most recently freed connection), at $ceiling req/s"
-    run_loadgen ceiling-stack lean "$ceiling" LOADGEN_DISPATCH=stack
-    achieved=$(lg ceiling-stack .rate_achieved); sat=$(lg ceiling-stack .generator_saturated)
+    step "clean ceiling: loadgen lean, LOADGEN_DISPATCH=stride (wrk2's fixed slots), at $ceiling req/s"
+    run_loadgen ceiling-stride lean "$ceiling" LOADGEN_DISPATCH=stride
+    achieved=$(lg ceiling-stride .rate_achieved); sat=$(lg ceiling-stride .generator_saturated)
     share=$(calc "$achieved / $ceiling" 4)
-    echo "    achieved $achieved req/s, saturated: $sat $(lg ceiling-stack '.saturation // ""'), p50 $(lg ceiling-stack .latency_us.p50) µs, p99 $(lg ceiling-stack .latency_us.p99) µs, $(calc "$(cpu ceiling-stack) * 1e6 / $(lg ceiling-stack .requests)") µs CPU/request"
-    row "   clean ceiling, lean stack dispatch" "$share, saturated $sat" "(information)" "$share" "-"
+    echo "    achieved $achieved req/s, saturated: $sat $(lg ceiling-stride '.saturation // ""'), p50 $(lg ceiling-stride .latency_us.p50) µs, p99 $(lg ceiling-stride .latency_us.p99) µs, $(calc "$(cpu ceiling-stride) * 1e6 / $(lg ceiling-stride .requests)") µs CPU/request"
+    row "   clean ceiling, lean stride dispatch" "$share, saturated $sat" "(information)" "$share" "-"
 fi
 
 step "floor: wrk -t1 -c1 --latency (one connection, closed loop)"
@@ -209,14 +209,14 @@ if ((KNEE)); then
     row "4. knee (redirect), bound by $bound" "$knee req/s (wrk $linkr_wrk)" ">= 0.6x, service" \
         "$(calc "$knee / $linkr_wrk")" "$(verdict "$knee >= 0.6 * $linkr_wrk && \"$bound\" == \"service\"")"
     if ((!QUICK)); then
-        step "knee: the same with LOADGEN_DISPATCH=stack (most recently freed connection), as information"
-        LOADGEN_DISPATCH=stack "$BIN/loadgen" knee --spawn --scenario redirect --out "$WORK/knee-stack" \
-            "${KNEE_ARGS[@]}" >"$WORK/knee-stack.out" 2>"$WORK/knee-stack.err" || true
-        grep -E '^(step|knee:)' "$WORK/knee-stack.err" | sed 's/^/    /' || tail -n 20 "$WORK/knee-stack.err"
-        sed 's/^/    /' "$WORK/knee-stack.out"
-        knee=$(jq -r '.knee.rate // 0' "$WORK/knee-stack/summary.json" 2>/dev/null || echo 0)
-        bound=$(jq -r '.bound // "unknown"' "$WORK/knee-stack/summary.json" 2>/dev/null || echo unknown)
-        row "   knee, stack dispatch, bound by $bound" "$knee req/s (wrk $linkr_wrk)" "(information)" \
+        step "knee: the same with LOADGEN_DISPATCH=stride (wrk2's fixed slots), as information"
+        LOADGEN_DISPATCH=stride "$BIN/loadgen" knee --spawn --scenario redirect --out "$WORK/knee-stride" \
+            "${KNEE_ARGS[@]}" >"$WORK/knee-stride.out" 2>"$WORK/knee-stride.err" || true
+        grep -E '^(step|knee:)' "$WORK/knee-stride.err" | sed 's/^/    /' || tail -n 20 "$WORK/knee-stride.err"
+        sed 's/^/    /' "$WORK/knee-stride.out"
+        knee=$(jq -r '.knee.rate // 0' "$WORK/knee-stride/summary.json" 2>/dev/null || echo 0)
+        bound=$(jq -r '.bound // "unknown"' "$WORK/knee-stride/summary.json" 2>/dev/null || echo unknown)
+        row "   knee, stride dispatch, bound by $bound" "$knee req/s (wrk $linkr_wrk)" "(information)" \
             "$(calc "$knee / $linkr_wrk")" "-"
     fi
 fi

@@ -336,11 +336,10 @@ fn a_pool_too_small_for_the_rate_is_the_generator_s_limit() {
     );
 }
 
-/// `LOADGEN_DISPATCH=stack` selects the most-recently-freed-connection dispatch instead of
-/// wrk2's fixed slots (the default), for comparison: every slot is sent and the result names the
-/// dispatch.
+/// `LOADGEN_DISPATCH=stride` selects wrk2's fixed slots instead of the stack of free connections
+/// (the default), for comparison: every slot is sent and the result names the dispatch.
 #[test]
-fn the_stack_dispatch_stays_selectable() {
+fn the_stride_dispatch_stays_selectable() {
     let server = driver_support::start_conn_server_in_background(0, std::time::Duration::ZERO);
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("run.json");
@@ -358,7 +357,7 @@ fn the_stack_dispatch_stays_selectable() {
             "--json",
             json.to_str().unwrap(),
         ])
-        .env("LOADGEN_DISPATCH", "stack")
+        .env("LOADGEN_DISPATCH", "stride")
         .env_remove("LOADGEN_CONNECTIONS")
         .output()
         .expect("run loadgen");
@@ -368,7 +367,7 @@ fn the_stack_dispatch_stays_selectable() {
     assert_eq!(v["requests"], 500, "{v}");
     assert_eq!(v["errors"], 0, "{v}");
     assert!(
-        v["engine"].as_str().unwrap().contains("stack dispatch"),
+        v["engine"].as_str().unwrap().contains("stride dispatch"),
         "{v}"
     );
 }

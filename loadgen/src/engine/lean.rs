@@ -1,12 +1,13 @@
 //! The lean per-request path: each goose user owns one HTTP/1.1 connection (the lean client's
 //! own, [`super::h1`], or hyper's with `LOADGEN_H1=hyper`; `TCP_NODELAY`, driven by the user's
-//! own task) and sends slots of the shared schedule. By default user `j` of `C` sends slots `j`,
-//! `j + C`, ... (wrk2's fixed slots); `LOADGEN_DISPATCH=stack` selects the [`Dispatch`]: the
-//! users that are free form a stack, the one on top (the most recently freed: its connection and
-//! buffers are warm) waits on the [precise timer](super::timer) for the next slot's intended
-//! time and, when it leaves, hands the slot after it to the next free user. So a slot waits only
-//! when every connection is busy (no head-of-line blocking behind a slow response on one
-//! connection), and the connections in use are as many as the requests in flight.
+//! own task) and sends slots of the shared schedule. Which user sends the next slot is decided
+//! by a [`Dispatch`]: the users that are free form a stack, the one on top (the most recently
+//! freed: its connection and buffers are warm) waits on the [precise timer](super::timer) for
+//! the next slot's intended time and, when it leaves, hands the slot after it to the next free
+//! user. So a slot waits only when every connection is busy (no head-of-line blocking behind a
+//! slow response on one connection), and the connections in use are as many as the requests in
+//! flight. `LOADGEN_DISPATCH=stride` selects wrk2's fixed slots instead (user `j` of `C` sends
+//! slots `j`, `j + C`, ...; see [`DispatchKind`]).
 //! If a slot's time has passed, it is sent at once; latency still counts from the intended time.
 //! Requests are written from bytes prepared before the step: no URL parsing, no pool lookup, no
 //! allocation per request (but a create's body). Latencies go into the engine thread's recorder
@@ -89,12 +90,14 @@ pub fn connections(rate: f64) -> u64 {
     needed_connections(rate).min(MAX_CONNECTIONS)
 }
 
-/// Which user sends the next slot. `Stride` (the default) is wrk2's: user `j` of `C` sends slots
-/// `j`, `j + C`, ..., each on its own connection, and waits for it. `Stack` is the [`Dispatch`]:
-/// the most recently freed user sends next. In a quiet run of `scripts/gen-ceiling.sh` the stack
-/// fell behind its own schedule from about 70k req/s against linkr (knee 66,800 req/s, bound by
-/// the generator) where the stride kept it (knee 94,600 req/s, bound by the service), so the
-/// stride is the default and `LOADGEN_DISPATCH=stack` selects the other, to compare them.
+/// Which user sends the next slot. `Stack` (the default) is the [`Dispatch`]: the most recently
+/// freed user sends next. `Stride` is wrk2's: user `j` of `C` sends slots `j`, `j + C`, ..., each
+/// on its own connection, and waits for it (`LOADGEN_DISPATCH=stride`). With hyper's client
+/// connection the stack fell behind its own schedule against linkr from about 70k req/s, and the
+/// stride was the default; with the lean client's own connection, in three full runs of
+/// `scripts/gen-ceiling.sh`, the stack's knee search against linkr ended bound by the service
+/// every time (118-128k req/s, 0.72-0.79x wrk), the stride's once in three (its steps from
+/// 133k on had the generator at 93-95% CPU, every one of its 2 ms of connections in use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DispatchKind {
     Stride,
@@ -120,7 +123,7 @@ pub fn stride_dispatch() -> bool {
     match DISPATCH_OVERRIDE.load(Ordering::Relaxed) {
         1 => true,
         2 => false,
-        _ => !std::env::var("LOADGEN_DISPATCH").is_ok_and(|v| v == "stack"),
+        _ => std::env::var("LOADGEN_DISPATCH").is_ok_and(|v| v == "stride"),
     }
 }
 
@@ -799,7 +802,8 @@ pub async fn supervise(step: Arc<LeanStep>, ready_timeout: Duration, stop: fn() 
     let _ = step.start.set(t0);
     step.started.send_replace(Some(t0));
     step.timer.sleep_until(t0).await;
-    // The engine thread's CPU time, less its idle polling (rounds in which nothing was sent or received).
+    // The engine thread's CPU time, less its idle polling (rounds in which nothing was sent or
+    // received).
     let cpu = || super::thread_cpu_us().saturating_sub(step.timer.spun().as_micros() as u64);
     step.cpu_start_us.store(cpu(), Ordering::Relaxed);
     let t_end = t0 + step.duration;
