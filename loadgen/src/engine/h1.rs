@@ -46,8 +46,6 @@ pub struct RawConn {
     /// Unread bytes are `buf[start..end]`.
     start: usize,
     end: usize,
-    /// Responses read whole on this connection.
-    served: u64,
     /// The server will close the connection after the last response (`Connection: close`, an
     /// HTTP/1.0 answer, or a body delimited by the close).
     closing: bool,
@@ -62,7 +60,6 @@ impl RawConn {
             buf: vec![0; BUFFER].into_boxed_slice(),
             start: 0,
             end: 0,
-            served: 0,
             closing: false,
         })
     }
@@ -91,30 +88,25 @@ impl RawConn {
     pub async fn exchange(&mut self, request: &[u8], head: bool) -> Result<u16, Failure> {
         self.start = 0;
         self.end = 0;
-        let reused = self.served > 0;
         if self.stream.write_all(request).await.is_err() {
-            // Nothing of it was answered: a closed keep-alive connection, or a refused one.
-            return Err(if reused {
-                Failure::NotSent
-            } else {
-                Failure::Failed(Outcome::Other)
-            });
+            return Err(Failure::NotSent);
         }
         let (code, body) = loop {
             match self.read_head(head).await {
                 Ok(Some(head)) => break head,
                 // 1xx: another head follows.
                 Ok(None) => continue,
-                // Closed before any byte of an answer on a connection that served before: the
-                // server closed it idle, as a keep-alive connection may be.
-                Err(Failure::Failed(Outcome::Other)) if reused && self.end == 0 => {
+                // Closed before any byte of an answer: the server had closed the connection
+                // while it was idle (after a response, or before its first request: servers
+                // time out a connection that sends no request head). The caller retries once on
+                // a new connection, and counts a second such close as a connect failure.
+                Err(Failure::Failed(Outcome::Other)) if self.end == 0 => {
                     return Err(Failure::NotSent);
                 }
                 Err(e) => return Err(e),
             }
         };
         self.skip_body(body).await?;
-        self.served += 1;
         Ok(code)
     }
 
@@ -367,6 +359,17 @@ mod tests {
         let mut c = RawConn::open(addr).await.unwrap();
         assert_eq!(c.exchange(GET, false).await, Ok(200));
         // The server has closed it: the next request is not this request's failure.
+        assert_eq!(c.exchange(GET, false).await, Err(Failure::NotSent));
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_before_its_first_request_is_not_sent_on() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut c = RawConn::open(addr).await.unwrap();
+        // The server times the idle connection out before any request.
+        let (s, _) = listener.accept().await.unwrap();
+        drop(s);
         assert_eq!(c.exchange(GET, false).await, Err(Failure::NotSent));
     }
 
