@@ -94,10 +94,10 @@ pub fn connections(rate: f64) -> u64 {
 /// freed user sends next. `Stride` is wrk2's: user `j` of `C` sends slots `j`, `j + C`, ..., each
 /// on its own connection, and waits for it (`LOADGEN_DISPATCH=stride`). With hyper's client
 /// connection the stack fell behind its own schedule against linkr from about 70k req/s, and the
-/// stride was the default; with the lean client's own connection, in three full runs of
-/// `scripts/gen-ceiling.sh`, the stack's knee search against linkr ended bound by the service
-/// every time (118-128k req/s, 0.72-0.79x wrk), the stride's once in three (its steps from
-/// 133k on had the generator at 93-95% CPU, every one of its 2 ms of connections in use).
+/// stride was the default; with the lean client's own connection, in four full runs of
+/// `scripts/gen-ceiling.sh`, the stack's knee search against linkr ended bound by the service in
+/// three (118-128k req/s, 0.72-0.79x wrk), the stride's in one (its steps from 133k on had the
+/// generator at 93-97% CPU, every one of its 2 ms of connections in use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DispatchKind {
     Stride,
