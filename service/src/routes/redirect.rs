@@ -15,6 +15,7 @@ use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use tower::Service;
 
 use crate::app::AppState;
 use crate::domain::code::MAX_CODE_LEN;
@@ -31,16 +32,17 @@ use crate::store::Lookup;
         (status = 404, description = "Unknown code", body = ErrorBody),
         (status = 410, description = "The link has expired", body = ErrorBody),
         (status = 429, description = "Rate limit for this client IP exceeded", body = ErrorBody)))]
+// The router serves `/{code}` with [`Redirect`] and [`RedirectHead`]; this function is the
+// operation the OpenAPI document describes, answering as they do.
 pub async fn redirect(State(state): State<AppState>, req: Request) -> Response {
-    let visit = req.method() != Method::HEAD;
-    let answered = if visit {
-        answer::<true>(&state, req)
+    let answered = if req.method() == Method::HEAD {
+        RedirectHead(state).call(req)
     } else {
-        answer::<false>(&state, req)
+        Redirect(state).call(req)
     };
-    match answered {
-        Answer::Now(response) => response,
-        Answer::Remote(code) => resolve_remote(&state, &code, visit).await,
+    match answered.await {
+        Ok(response) => response,
+        Err(never) => match never {},
     }
 }
 
@@ -163,12 +165,7 @@ fn found(code: &str, location: Bytes, mut headers: HeaderMap) -> Response {
 
 /// The miss path of the scale-out store: Redis, then Postgres (not the hot path).
 async fn resolve_remote(state: &AppState, code: &str, visit: bool) -> Response {
-    let lookup = if visit {
-        state.store.resolve_remote(code).await
-    } else {
-        state.store.peek_remote(code).await
-    };
-    match lookup {
+    match state.store.lookup_remote(code, visit).await {
         Ok(Lookup::Found(location)) => found(code, location, HeaderMap::new()),
         Ok(Lookup::Expired) => ApiError::Gone.into_response(),
         Ok(Lookup::Missing) => ApiError::NotFound.into_response(),

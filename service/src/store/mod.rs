@@ -222,7 +222,7 @@ impl Store {
 
     /// The scale-out store: links in Postgres (`remote.database_url`), Redis as a shared cache
     /// and invalidation channel when `remote.redis_url` is set. The index starts empty and is
-    /// filled on misses ([`Store::resolve_remote`]). Connects lazily: an unreachable database
+    /// filled on misses ([`Store::lookup_remote`]). Connects lazily: an unreachable database
     /// makes [`Store::check_backends`] fail, not the start. Needs a tokio runtime.
     pub async fn open_remote(
         cfg: StoreConfig,
@@ -252,17 +252,18 @@ impl Store {
         })))
     }
 
-    /// Whether this store is backed by Postgres (misses may be answered by [`Store::resolve_remote`]).
+    /// Whether this store is backed by Postgres (misses may be answered by
+    /// [`Store::lookup_remote`]).
     pub fn is_remote(&self) -> bool {
         self.0.remote.is_some()
     }
 
-    /// The miss path of the scale-out store, after [`Store::resolve`] answered `Missing`:
-    /// looks the code up in Redis, then Postgres, fills the index and resolves it (counting a
-    /// click). `Missing` for the embedded store.
-    pub async fn resolve_remote(&self, code: &str) -> Result<Lookup, StoreError> {
+    /// The miss path of the scale-out store, after [`Store::resolve`] (or [`Store::peek`])
+    /// answered `Missing`: looks the code up in Redis, then Postgres, fills the index and answers
+    /// from it, counting a click when `visit`. `Missing` for the embedded store.
+    pub async fn lookup_remote(&self, code: &str, visit: bool) -> Result<Lookup, StoreError> {
         match &self.0.remote {
-            Some(remote) => postgres::lookup(remote, self, code, true).await,
+            Some(remote) => postgres::lookup(remote, self, code, visit).await,
             None => Ok(Lookup::Missing),
         }
     }
@@ -309,14 +310,6 @@ impl Store {
                 }
             })
             .unwrap_or(Lookup::Missing)
-    }
-
-    /// [`Store::resolve_remote`] without counting a click (see [`Store::peek`]).
-    pub async fn peek_remote(&self, code: &str) -> Result<Lookup, StoreError> {
-        match &self.0.remote {
-            Some(remote) => postgres::lookup(remote, self, code, false).await,
-            None => Ok(Lookup::Missing),
-        }
     }
 
     /// Whether the scale-out store has reached Postgres since it started, so that its index

@@ -2,7 +2,7 @@
 //! carries invalidations between instances.
 //!
 //! Every instance keeps the in-memory index for redirects (the hot path is unchanged); the
-//! index is filled on a miss (`Store::resolve_remote`: negative cache, Redis, Postgres).
+//! index is filled on a miss (`Store::lookup_remote`: negative cache, Redis, Postgres).
 //! Creates and deletes go to Postgres and return after its commit. Clicks are counted in the
 //! index entry as a local delta (since the last flush) and flushed as deltas
 //! (`clicks = clicks + n`), so several instances can count clicks for one link.
@@ -1068,10 +1068,10 @@ fn answer_from_row(shared: &Shared, link: Cached) -> Lookup {
     }
 }
 
-/// Used by `Store::resolve_remote` (`visit`: counts a click) and `Store::peek_remote` (`HEAD`,
-/// no click): looks `code` up remotely, then answers from the index. A link read but not kept in
-/// the index (its code was invalidated during the read) is answered from the row read, its click
-/// counted in Postgres.
+/// Used by `Store::lookup_remote`: looks `code` up remotely, then answers from the index
+/// (`visit`: counting a click; `HEAD` counts none). A link read but not kept in the index (its
+/// code was invalidated during the read) is answered from the row read, its click counted in
+/// Postgres.
 pub(crate) async fn lookup(
     remote: &Remote,
     store: &super::Store,
