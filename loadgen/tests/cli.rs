@@ -336,28 +336,25 @@ fn a_pool_too_small_for_the_rate_is_the_generator_s_limit() {
     );
 }
 
-/// `LOADGEN_DISPATCH=stride` selects wrk2's fixed slots instead of the stack of free connections
-/// (the default), for comparison: every slot is sent and the result names the dispatch.
-#[test]
-fn the_stride_dispatch_stays_selectable() {
+/// `loadgen run` of 500 requests at 500 req/s against a fast server, with `env` set; its JSON
+/// result, after checking that every request was sent and answered.
+fn run_500_with(env: &[(&str, &str)]) -> serde_json::Value {
     let server = driver_support::start_conn_server_in_background(0, std::time::Duration::ZERO);
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("run.json");
+    let target = format!("{}/x", server.base);
     let o = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args([
             "run",
             "--target",
-            &format!("{}/x", server.base),
+            &target,
             "--scenario",
             "get",
             "--rate",
             "500",
-            "--duration",
-            "1s",
-            "--json",
-            json.to_str().unwrap(),
         ])
-        .env("LOADGEN_DISPATCH", "stride")
+        .args(["--duration", "1s", "--json", json.to_str().unwrap()])
+        .envs(env.iter().copied())
         .env_remove("LOADGEN_CONNECTIONS")
         .output()
         .expect("run loadgen");
@@ -366,8 +363,39 @@ fn the_stride_dispatch_stays_selectable() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["requests"], 500, "{v}");
     assert_eq!(v["errors"], 0, "{v}");
+    v
+}
+
+/// By default the lean client sends on its own connection, the most recently freed first; the
+/// result says so.
+#[test]
+fn the_default_engine_is_named() {
+    let v = run_500_with(&[("LOADGEN_DISPATCH", ""), ("LOADGEN_H1", "")]);
+    let engine = v["engine"].as_str().unwrap();
+    assert!(
+        engine.starts_with("lean-raw-h1/") && engine.ends_with("stack dispatch"),
+        "{v}"
+    );
+}
+
+/// `LOADGEN_DISPATCH=stride` selects wrk2's fixed slots instead of the stack of free connections
+/// (the default), for comparison: every slot is sent and the result names the dispatch.
+#[test]
+fn the_stride_dispatch_stays_selectable() {
+    let v = run_500_with(&[("LOADGEN_DISPATCH", "stride")]);
     assert!(
         v["engine"].as_str().unwrap().contains("stride dispatch"),
+        "{v}"
+    );
+}
+
+/// `LOADGEN_H1=hyper` sends over hyper's client connection instead of the lean client's own, for
+/// comparison (`scripts/gen-ceiling.sh` measures both): every slot is sent and the result says so.
+#[test]
+fn hyper_s_connection_stays_selectable() {
+    let v = run_500_with(&[("LOADGEN_H1", "hyper")]);
+    assert!(
+        v["engine"].as_str().unwrap().starts_with("lean-hyper-h1/"),
         "{v}"
     );
 }

@@ -19,7 +19,8 @@ async fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
 
-/// Selects the stack dispatch (`LOADGEN_DISPATCH=stack`) until dropped; taken under `serial()`.
+/// Selects the stack dispatch (the default; explicit, so that the tests relying on it hold
+/// whatever `LOADGEN_DISPATCH` says) until dropped; taken under `serial()`.
 struct StackDispatch;
 
 impl StackDispatch {
@@ -472,9 +473,9 @@ async fn the_lean_client_reconnects_when_the_server_closes_connections() {
     assert_eq!(r.errors, 0, "{:?}", r.transport_errors);
 }
 
-/// With the stack dispatch a slot waits only when every connection is busy: a slow response holds its own request, not
-/// the slots after it on the same connection (wrk2's fixed slots per connection would queue the
-/// next slot of that connection behind it). Every 20th request takes 300 ms at 500 req/s: with
+/// With the stack dispatch a slot waits only when every connection is busy: a slow response
+/// holds its own request, not the slots after it on the same connection (wrk2's fixed slots per
+/// connection would queue the next slot of that connection behind it). Every 20th request takes 300 ms at 500 req/s: with
 /// fixed slots `j, j + 32, ...` the next slots of a slow connection are due every 64 ms and the
 /// next four leave 236, 172, 108 and 44 ms late (about 200 requests 20 ms late or more).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,8 +504,8 @@ async fn a_slow_response_delays_only_its_own_request() {
     );
 }
 
-/// With the stack dispatch the connections that carry requests are as many as the requests in flight (plus the one
-/// waiting for the next slot), however many are open: the most recently freed connection sends
+/// With the stack dispatch the connections that carry requests are as many as the requests in
+/// flight (plus the one waiting for the next slot), however many are open: the most recently freed connection sends
 /// next. At 2,000 req/s against a fast server the pool holds 32 connections and a handful work
 /// (all 32 only if the server, sharing this machine's two cores, held them all at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,8 @@
 //! re-arms. An idle thread takes some 10–30 µs to wake up (more on a busy VM), so the `timerfd`
 //! is armed a little ahead of the deadline and the driver spins the rest of the way (a busy wait
 //! of at most the spin window; the polling rounds in which no request left and no response came
-//! in are counted in [`Timer::spun`], so the CPU they burn can be told from work). The window is a fraction of the mean gap between requests ([`spin_for_rate`]): at high
+//! in are counted in [`Timer::spun`], so the CPU they burn can be told from work). The window
+//! is a fraction of the mean gap between requests ([`spin_for_rate`]): at high
 //! rates, where deadlines are microseconds apart and the thread is rarely idle, it shrinks to
 //! almost nothing.
 
