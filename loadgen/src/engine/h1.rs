@@ -6,7 +6,7 @@
 //! still selectable, `LOADGEN_H1=hyper`, to compare): no request or response objects, no header
 //! map, no channel between a sender and a connection task, no allocation per request. Measured
 //! on the 2-core VM against a one-thread fixed-302 server, closed loop over 32 connections, it
-//! cut the generator's user CPU per request by half (README, "The generator's own
+//! cut the generator's user CPU per request by 40-50% (README, "The generator's own
 //! limits"). No pipelining: one request at a time per connection, as the schedule sends them.
 
 use std::io;
