@@ -455,11 +455,20 @@ impl Shard {
         chunk_of(chunks, entry).code(entry)
     }
 
+    /// The entry in slot `i`, a number the table holds.
+    #[inline]
+    fn slot(&self, i: u32) -> &Entry {
+        debug_assert!((i as usize) < self.slots.len());
+        // SAFETY: the table holds only slot numbers below `slots.len()` (kept in step by
+        // `push_unique` and `remove_if`).
+        unsafe { self.slots.get_unchecked(i as usize) }
+    }
+
     #[inline]
     fn position(&self, hash: u64, code: &[u8]) -> Option<usize> {
-        let (slots, chunks) = (&self.slots, &self.records.chunks[..]);
+        let chunks = &self.records.chunks[..];
         self.table
-            .find(hash, |&i| Self::code_of(chunks, &slots[i as usize]) == code)
+            .find(hash, |&i| Self::code_of(chunks, self.slot(i)) == code)
             .map(|&i| i as usize)
     }
 
@@ -605,17 +614,8 @@ impl Index {
     pub(crate) fn with<R>(&self, code: &[u8], f: impl FnOnce(&Link<'_>) -> R) -> Option<R> {
         let hash = self.hash(code);
         let shard = self.read(hash);
-        let (slots, chunks) = (&shard.slots[..], &shard.records.chunks[..]);
-        let slot = |i: u32| {
-            debug_assert!((i as usize) < slots.len());
-            // SAFETY: the table holds only slot numbers below `slots.len()` (kept in step by
-            // `push_unique` and `remove_if`).
-            unsafe { slots.get_unchecked(i as usize) }
-        };
-        let &i = shard
-            .table
-            .find(hash, |&i| Shard::code_of(chunks, slot(i)) == code)?;
-        Some(f(&Link::new(slot(i), chunks)))
+        let i = shard.position(hash, code)?;
+        Some(f(&Link::new(shard.slot(i as u32), &shard.records.chunks)))
     }
 
     /// Inserts or replaces; returns the replaced entry (its clicks; its record is gone).
