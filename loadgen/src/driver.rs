@@ -376,6 +376,9 @@ struct Measured {
     /// The pool held fewer connections than [`crate::engine::lean::needed_connections`] (capped, or fixed by
     /// `LOADGEN_CONNECTIONS`): if it ran dry, too few connections may be why.
     pool_short: bool,
+    /// The lean client's lags ran from each response's arrival in the socket (the kernel's
+    /// timestamp) for ≥ 99% of the requests, so they include the time it took to read them.
+    lag_includes_reads: bool,
     missed: u64,
     goose_metrics: bool,
 }
@@ -509,6 +512,7 @@ async fn run_lean(
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
             behind: AtomicU64::new(0),
+            unstamped: AtomicU64::new(0),
             dispatch: lean::Dispatch::new(users),
             stride,
             sent: AtomicU64::new(0),
@@ -567,6 +571,8 @@ async fn run_lean(
             max_in_flight: step.max_in_flight.load(Ordering::Relaxed),
             pool_exhausted: step.behind.load(Ordering::Relaxed) > 0,
             pool_short,
+            lag_includes_reads: step.unstamped.load(Ordering::Relaxed) * 100
+                <= step.sent.load(Ordering::Relaxed),
             missed: slots.saturating_sub(step.sent.load(Ordering::Relaxed)),
             goose_metrics,
         })
@@ -685,6 +691,7 @@ async fn run_reqwest(cfg: &StepConfig) -> Result<Measured, LoadgenError> {
         max_in_flight,
         pool_exhausted: max_in_flight >= users,
         pool_short,
+        lag_includes_reads: false,
         missed: released - claimed,
         goose_metrics,
     })
@@ -733,6 +740,7 @@ fn result(cfg: &StepConfig, m: Measured) -> StepResult {
         pool_short: m.pool_short,
         users: m.users,
         lag_is_generators: m.client == ClientKind::Lean,
+        lag_includes_reads: m.lag_includes_reads,
     });
     let status = rec
         .status
@@ -874,6 +882,10 @@ pub struct Evidence {
     /// as the lean client does): they judge the generator even when the server held every
     /// connection.
     pub lag_is_generators: bool,
+    /// The lean client's lags ran from each response's arrival in its socket (the kernel's
+    /// receive timestamp), so the time it took to read a response is in them: a generator short
+    /// of CPU that reads late shows in its lag even when every connection was busy.
+    pub lag_includes_reads: bool,
 }
 
 /// Send lag above which a request counts as late: 2 ms, or half the corrected p99 if larger.
@@ -912,14 +924,15 @@ pub fn saturation_reason(e: &Evidence) -> Option<String> {
     };
     // The lean client measures its own lateness to the µs (a precise timer, lag from when the
     // connection was free): near its CPU limit it counts as saturated once that lateness shows
-    // (p99 over 1 ms), not on the CPU figure alone. Unless every connection was busy: a
-    // connection is free once the generator has read its response, and a generator short of
-    // CPU reads them late, so its lag hides in the wait for a connection (a knee step at
-    // 86,700 req/s with the generator at 99% CPU, every connection busy and an uncorrected p99
-    // of 3.4 ms had a corrected p50 of 41 ms, and was judged the service's failure).
+    // (p99 over 1 ms), not on the CPU figure alone. When every connection was busy, that holds
+    // only if the lag runs from each response's arrival in the socket: a generator short of CPU
+    // reads responses late, and had the lag run from the read, it would hide in the wait for a
+    // connection (a knee step at 86,700 req/s with the generator at 99% CPU, every connection
+    // busy and an uncorrected p99 of 3.4 ms had a corrected p50 of 41 ms, and was judged the
+    // service's failure before this rule).
     let busy_and_late = !e.lag_is_generators
         || e.lag_p99_us > LEAN_CPU_LAG_P99.as_micros() as u64
-        || e.pool_exhausted;
+        || (e.pool_exhausted && !e.lag_includes_reads);
     if e.generator_cpu >= CPU_LIMIT && busy_and_late {
         return Some(format!(
             "generator CPU at {:.0}% of its cores",
@@ -1108,6 +1121,7 @@ mod tests {
             pool_short: false,
             users: 1000,
             lag_is_generators: false,
+            lag_includes_reads: false,
         }
     }
 
@@ -1185,11 +1199,23 @@ mod tests {
             ..ok()
         };
         assert_eq!(saturation_reason(&lean_busy), None);
-        // ... or once every connection was busy: its lag may hide in the wait for one.
+        // ... or once every connection was busy: its lag may hide in the wait for one,
+        let dry = Evidence {
+            pool_exhausted: true,
+            ..lean_busy
+        };
+        assert!(saturation_reason(&dry).unwrap().contains("CPU"));
+        // unless the lag ran from each response's arrival: then the reads are in it, and a
+        // small lag means the service held the connections.
+        let stamped = Evidence {
+            lag_includes_reads: true,
+            ..dry
+        };
+        assert_eq!(saturation_reason(&stamped), None);
         assert!(
             saturation_reason(&Evidence {
-                pool_exhausted: true,
-                ..lean_busy
+                lag_p99_us: 1_500,
+                ..stamped
             })
             .unwrap()
             .contains("CPU")

@@ -11,8 +11,10 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use crate::stats::Outcome;
@@ -49,19 +51,30 @@ pub struct RawConn {
     /// The server will close the connection after the last response (`Connection: close`, an
     /// HTTP/1.0 answer, or a body delimited by the close).
     closing: bool,
+    /// When the last bytes read so far arrived in the socket, by the kernel's receive timestamp
+    /// (`SO_TIMESTAMPNS`): what the generator did after that is its own delay.
+    arrived: Option<Instant>,
 }
 
 impl RawConn {
     pub async fn open(addr: SocketAddr) -> io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
+        receive_timestamps(stream.as_raw_fd())?;
         Ok(Self {
             stream,
             buf: vec![0; BUFFER].into_boxed_slice(),
             start: 0,
             end: 0,
             closing: false,
+            arrived: None,
         })
+    }
+
+    /// When the last byte of the last response arrived in the socket (the kernel's receive
+    /// timestamp of its segment; None if the kernel gave none).
+    pub fn arrived(&self) -> Option<Instant> {
+        self.arrived
     }
 
     /// Whether the connection can take another request: the server has not said it will close
@@ -86,11 +99,21 @@ impl RawConn {
     /// Writes `request` (a whole HTTP/1.1 request; `head` if its method is HEAD) and reads the
     /// whole response; its status code.
     pub async fn exchange(&mut self, request: &[u8], head: bool) -> Result<u16, Failure> {
+        self.send(request).await?;
+        self.read_response(head).await
+    }
+
+    async fn send(&mut self, request: &[u8]) -> Result<(), Failure> {
         self.start = 0;
         self.end = 0;
-        if self.stream.write_all(request).await.is_err() {
-            return Err(Failure::NotSent);
-        }
+        self.arrived = None;
+        self.stream
+            .write_all(request)
+            .await
+            .map_err(|_| Failure::NotSent)
+    }
+
+    async fn read_response(&mut self, head: bool) -> Result<u16, Failure> {
         let (code, body) = loop {
             match self.read_head(head).await {
                 Ok(Some(head)) => break head,
@@ -126,10 +149,22 @@ impl RawConn {
                 return Err(Failure::Failed(Outcome::Other));
             }
         }
-        match self.stream.read(&mut self.buf[self.end..]).await {
-            Ok(0) => Ok(false),
-            Ok(n) => {
+        let fd = self.stream.as_raw_fd();
+        let read = loop {
+            if self.stream.readable().await.is_err() {
+                return Err(Failure::Failed(Outcome::Other));
+            }
+            let buf = &mut self.buf[self.end..];
+            match self.stream.try_io(Interest::READABLE, || receive(fd, buf)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => break other,
+            }
+        };
+        match read {
+            Ok((0, _)) => Ok(false),
+            Ok((n, arrived)) => {
                 self.end += n;
+                self.arrived = arrived.or(self.arrived);
                 Ok(true)
             }
             Err(_) => Err(Failure::Failed(Outcome::Other)),
@@ -240,6 +275,70 @@ impl RawConn {
     }
 }
 
+/// Asks the kernel to stamp each received segment with its arrival time.
+fn receive_timestamps(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt(2) on an open socket with a c_int option value.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// recvmsg(2) into `buf`, without blocking: the bytes read, and when the last of them arrived
+/// (the kernel's `SCM_TIMESTAMPNS`, a wall-clock time, turned into an `Instant` by its distance
+/// from the wall clock now).
+fn receive(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<Instant>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for one control message carrying a timespec, aligned for cmsghdr.
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data; zero is a valid empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of_val(&control) as _;
+    // SAFETY: msg points at live buffers of the given lengths for the duration of the call.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let mut arrived = None;
+    // SAFETY: the CMSG_* walk stays within msg_controllen bytes of `control`, which recvmsg
+    // filled; the timespec is read unaligned.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                let stamp = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+                let ago = wall
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .ok()
+                    .and_then(|w| w.checked_sub(stamp))
+                    .unwrap_or_default();
+                arrived = now.checked_sub(ago);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n as usize, arrived))
+}
+
 /// The body's framing (RFC 9112 §6.3) and whether the server closes the connection after it.
 fn framing(response: &httparse::Response<'_, '_>, head_request: bool) -> (Body, bool) {
     let code = response.code.unwrap_or(0);
@@ -283,7 +382,7 @@ fn framing(response: &httparse::Response<'_, '_>, head_request: bool) -> (Body, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     /// A server that answers each request (read up to its blank line) with the next of
@@ -316,6 +415,27 @@ mod tests {
     }
 
     const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: t\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_response_arrived_when_the_kernel_took_it_not_when_it_was_read() {
+        let addr = server(vec![b"HTTP/1.1 302 Found\r\ncontent-length: 0\r\n\r\n"], 64).await;
+        let mut c = RawConn::open(addr).await.unwrap();
+        let before = Instant::now();
+        c.send(GET).await.unwrap();
+        // The response is in the socket; the generator is busy elsewhere for 30 ms.
+        c.stream.readable().await.unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let read_at = Instant::now();
+        assert_eq!(c.read_response(false).await, Ok(302));
+        let arrived = c.arrived().expect("the kernel's receive timestamp");
+        // The wall clock and the monotonic one are read µs apart: 1 ms of slack.
+        assert!(arrived + Duration::from_millis(1) >= before);
+        assert!(
+            read_at.duration_since(arrived) >= Duration::from_millis(29),
+            "arrived {:?} before the read",
+            read_at.duration_since(arrived)
+        );
+    }
 
     #[tokio::test]
     async fn reads_length_chunked_and_empty_bodies_on_one_connection() {

@@ -319,6 +319,15 @@ impl Conn {
         }
     }
 
+    /// When the last response's last byte arrived in the socket, by the kernel's clock (None for
+    /// hyper's connection, which reads for itself).
+    fn arrived(&self) -> Option<Instant> {
+        match self {
+            Conn::Raw(c) => c.arrived(),
+            Conn::Hyper(_) => None,
+        }
+    }
+
     /// Whether the connection may carry the next request (the server did not announce a close).
     fn reusable(&self) -> bool {
         match self {
@@ -600,6 +609,9 @@ pub struct LeanStep {
     pub max_in_flight: AtomicU64,
     /// Slots that found every connection busy at their intended time.
     pub behind: AtomicU64,
+    /// Responses without the kernel's arrival time (hyper's connection; a kernel that gave
+    /// none): for those the generator's lag runs from when it had read the response.
+    pub unstamped: AtomicU64,
     pub dispatch: Dispatch,
     /// wrk2's fixed slots per connection instead of the [`Dispatch`] ([`stride_dispatch`]).
     pub stride: bool,
@@ -652,7 +664,8 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
     let mut rng = SmallRng::seed_from_u64(j ^ 0x9E37_79B9_7F4A_7C15);
     let (index, count) = step.segment;
     let len = step.schedule.len();
-    // When this user's connection was last free (its previous response in).
+    // When this user's connection was last free: its previous response had arrived in the
+    // socket (the kernel's timestamp), so the time the generator took to read it is its own lag.
     let mut free_at = t0;
     let mut own = 0;
     // A create's request is written here (the others are prebuilt).
@@ -726,6 +739,13 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
             }
         };
         let done = Instant::now();
+        let arrived = match (&result, conn.as_ref().and_then(Conn::arrived)) {
+            (Ok(_), Some(at)) => at.clamp(sent, done),
+            _ => {
+                step.unstamped.fetch_add(1, Ordering::Relaxed);
+                done
+            }
+        };
         step.in_flight.fetch_sub(1, Ordering::Relaxed);
         step.timer.request_done();
         let outcome = match result {
@@ -766,7 +786,7 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
                 )
                 .await;
         }
-        free_at = done;
+        free_at = arrived;
         if matches!(outcome, Outcome::Timeout) {
             break;
         }
