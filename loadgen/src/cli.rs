@@ -670,13 +670,16 @@ pub fn summary(r: &StepResult) -> String {
     } else {
         String::new()
     };
+    let read_delay = r.read_delay_us.as_ref().map_or(String::new(), |d| {
+        format!("; read delay p99 {} ms", ms(d.p99))
+    });
     format!(
         "{} @ {}/s for {}s against {} ({} arrivals, {} users)\n\
          \x20 sent       {} ({:.1}/s, {:.2}% of target), missed {}\n\
          \x20 errors     {} ({:.3}%){transport}   status {}\n\
          \x20 latency    {}   (corrected: from the intended send time)\n\
          \x20 uncorrected {}\n\
-         \x20 send lag   p50 {}  p99 {}  max {} ms   (the generator's own: p50 {}  p99 {} ms; runtime lag p90 {} ms)\n\
+         \x20 send lag   p50 {}  p99 {}  max {} ms   (the generator's own: p50 {}  p99 {} ms; runtime lag p90 {} ms{read_delay})\n\
          \x20 generator  {} client, {}: cpu {:.0}%  max in flight {}/{}{}  saturated: {}\n",
         r.scenario,
         r.rate_target,

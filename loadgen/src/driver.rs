@@ -120,11 +120,16 @@ pub struct StepResult {
     pub arrival: Arrival,
     pub send_lag_us: SendLag,
     /// The generator's own part of the send lag: from the later of the intended time and the
-    /// moment the request's connection was free (its previous response in), to the send.
+    /// moment the request's connection was free (its previous response read), to the send.
     pub generator_lag_us: SendLag,
     /// How late the generator's runtime ran a task due on a timer (a probe every 5 ms), in
     /// microseconds: high when the generator is short of CPU, whatever the server does.
     pub runtime_lag_us: SendLag,
+    /// How long responses waited in their sockets before the generator had read them, from the
+    /// kernel's receive timestamp (`SO_TIMESTAMPNS`) of their last byte, in microseconds (the
+    /// lean client's own connection; null for the others, or when the kernel stamped fewer than
+    /// 99% of the responses).
+    pub read_delay_us: Option<SendLag>,
     pub transport_errors: TransportErrors,
     /// Goose users in the pool.
     pub users: u64,
@@ -149,6 +154,9 @@ pub struct StepResult {
     /// Lateness of the runtime probe (µs).
     #[serde(skip)]
     pub runtime_lag: Histogram<u64>,
+    /// How long responses waited in their sockets before they were read (µs).
+    #[serde(skip)]
+    pub read_delay: Option<Histogram<u64>>,
 }
 
 /// The JSON object (the histograms are left out: they print as thousands of counts).
@@ -376,9 +384,9 @@ struct Measured {
     /// The pool held fewer connections than [`crate::engine::lean::needed_connections`] (capped, or fixed by
     /// `LOADGEN_CONNECTIONS`): if it ran dry, too few connections may be why.
     pool_short: bool,
-    /// The lean client's lags ran from each response's arrival in the socket (the kernel's
-    /// timestamp) for ≥ 99% of the requests, so they include the time it took to read them.
-    lag_includes_reads: bool,
+    /// How long responses waited in their sockets before the generator read them (the lean
+    /// client's own connection, when the kernel stamped ≥ 99% of them).
+    read_delay: Option<Histogram<u64>>,
     missed: u64,
     goose_metrics: bool,
 }
@@ -513,6 +521,7 @@ async fn run_lean(
             max_in_flight: AtomicU64::new(0),
             behind: AtomicU64::new(0),
             unstamped: AtomicU64::new(0),
+            read_delay: std::sync::Mutex::new(crate::stats::new_histogram()),
             dispatch: lean::Dispatch::new(users),
             stride,
             sent: AtomicU64::new(0),
@@ -571,8 +580,14 @@ async fn run_lean(
             max_in_flight: step.max_in_flight.load(Ordering::Relaxed),
             pool_exhausted: step.behind.load(Ordering::Relaxed) > 0,
             pool_short,
-            lag_includes_reads: step.unstamped.load(Ordering::Relaxed) * 100
-                <= step.sent.load(Ordering::Relaxed),
+            read_delay: (step.unstamped.load(Ordering::Relaxed) * 100
+                <= step.sent.load(Ordering::Relaxed))
+            .then(|| {
+                step.read_delay
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+            }),
             missed: slots.saturating_sub(step.sent.load(Ordering::Relaxed)),
             goose_metrics,
         })
@@ -691,7 +706,7 @@ async fn run_reqwest(cfg: &StepConfig) -> Result<Measured, LoadgenError> {
         max_in_flight,
         pool_exhausted: max_in_flight >= users,
         pool_short,
-        lag_includes_reads: false,
+        read_delay: None,
         missed: released - claimed,
         goose_metrics,
     })
@@ -720,6 +735,7 @@ fn lag(h: &Histogram<u64>) -> SendLag {
 fn result(cfg: &StepConfig, m: Measured) -> StepResult {
     let rec = m.rec;
     let runtime_lag = lag(&m.probe);
+    let read_delay = m.read_delay.as_ref().map(lag);
     let duration_s = cfg.duration.as_secs_f64();
     let latency_us = Percentiles::of(&rec.corrected);
     let send_lag = lag(&rec.send_lag);
@@ -740,7 +756,7 @@ fn result(cfg: &StepConfig, m: Measured) -> StepResult {
         pool_short: m.pool_short,
         users: m.users,
         lag_is_generators: m.client == ClientKind::Lean,
-        lag_includes_reads: m.lag_includes_reads,
+        read_delay_p99_us: read_delay.map(|d| d.p99),
     });
     let status = rec
         .status
@@ -768,6 +784,7 @@ fn result(cfg: &StepConfig, m: Measured) -> StepResult {
         send_lag_us: send_lag,
         generator_lag_us: generator_lag,
         runtime_lag_us: runtime_lag,
+        read_delay_us: read_delay,
         transport_errors: TransportErrors {
             timeout: rec.timeouts,
             connect: rec.connect_errors,
@@ -784,6 +801,7 @@ fn result(cfg: &StepConfig, m: Measured) -> StepResult {
         send_lag: rec.send_lag,
         generator_lag: rec.generator_lag,
         runtime_lag: m.probe,
+        read_delay: m.read_delay,
     }
 }
 
@@ -882,10 +900,9 @@ pub struct Evidence {
     /// as the lean client does): they judge the generator even when the server held every
     /// connection.
     pub lag_is_generators: bool,
-    /// The lean client's lags ran from each response's arrival in its socket (the kernel's
-    /// receive timestamp), so the time it took to read a response is in them: a generator short
-    /// of CPU that reads late shows in its lag even when every connection was busy.
-    pub lag_includes_reads: bool,
+    /// p99 of how long responses waited in their sockets before the generator read them (the
+    /// lean client's own connection, from the kernel's receive timestamps; None without them).
+    pub read_delay_p99_us: Option<u64>,
 }
 
 /// Send lag above which a request counts as late: 2 ms, or half the corrected p99 if larger.
@@ -924,15 +941,18 @@ pub fn saturation_reason(e: &Evidence) -> Option<String> {
     };
     // The lean client measures its own lateness to the µs (a precise timer, lag from when the
     // connection was free): near its CPU limit it counts as saturated once that lateness shows
-    // (p99 over 1 ms), not on the CPU figure alone. When every connection was busy, that holds
-    // only if the lag runs from each response's arrival in the socket: a generator short of CPU
-    // reads responses late, and had the lag run from the read, it would hide in the wait for a
-    // connection (a knee step at 86,700 req/s with the generator at 99% CPU, every connection
-    // busy and an uncorrected p99 of 3.4 ms had a corrected p50 of 41 ms, and was judged the
-    // service's failure before this rule).
+    // (p99 over 1 ms), not on the CPU figure alone. When every connection was busy, its
+    // lateness can hide in the wait for a connection: a connection is free once the generator
+    // has read its response, and a generator short of CPU reads late (a knee step at 86,700
+    // req/s with the generator at 99% CPU, every connection busy and an uncorrected p99 of
+    // 3.4 ms had a corrected p50 of 41 ms). The kernel's receive timestamps show how late it
+    // read: a dry pool counts against it unless its read delay p99 was within 1 ms too.
+    let reads_late = e
+        .read_delay_p99_us
+        .is_none_or(|d| d > LEAN_CPU_LAG_P99.as_micros() as u64);
     let busy_and_late = !e.lag_is_generators
         || e.lag_p99_us > LEAN_CPU_LAG_P99.as_micros() as u64
-        || (e.pool_exhausted && !e.lag_includes_reads);
+        || (e.pool_exhausted && reads_late);
     if e.generator_cpu >= CPU_LIMIT && busy_and_late {
         return Some(format!(
             "generator CPU at {:.0}% of its cores",
@@ -1121,7 +1141,7 @@ mod tests {
             pool_short: false,
             users: 1000,
             lag_is_generators: false,
-            lag_includes_reads: false,
+            read_delay_p99_us: None,
         }
     }
 
@@ -1205,16 +1225,16 @@ mod tests {
             ..lean_busy
         };
         assert!(saturation_reason(&dry).unwrap().contains("CPU"));
-        // unless the lag ran from each response's arrival: then the reads are in it, and a
-        // small lag means the service held the connections.
+        // unless the kernel's timestamps show it read the responses promptly: then the
+        // service held the connections.
         let stamped = Evidence {
-            lag_includes_reads: true,
+            read_delay_p99_us: Some(90),
             ..dry
         };
         assert_eq!(saturation_reason(&stamped), None);
         assert!(
             saturation_reason(&Evidence {
-                lag_p99_us: 1_500,
+                read_delay_p99_us: Some(1_500),
                 ..stamped
             })
             .unwrap()

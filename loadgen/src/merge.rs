@@ -200,6 +200,8 @@ pub fn merge(parts: &[(String, SegmentFile)]) -> Result<Merged, LoadgenError> {
         new_histogram(),
         new_histogram(),
     );
+    // The read delays merge only if every segment has them.
+    let mut read_delay = Some(new_histogram());
     let mut status: BTreeMap<String, u64> = BTreeMap::new();
     let mut transport = TransportErrors::default();
     let (mut requests, mut errors, mut users, mut max_in_flight, mut missed) = (0, 0, 0, 0, 0);
@@ -221,6 +223,13 @@ pub fn merge(parts: &[(String, SegmentFile)]) -> Result<Merged, LoadgenError> {
         );
         add(&mut send_lag, &s_lag);
         add(&mut generator_lag, &gen_lag);
+        read_delay = match (read_delay, &h.read_delay) {
+            (Some(mut all), Some(text)) => {
+                add(&mut all, &hist(name, "read_delay", text)?);
+                Some(all)
+            }
+            _ => None,
+        };
         for (code, n) in &p.status {
             *status.entry(code.clone()).or_default() += n;
         }
@@ -279,6 +288,7 @@ pub fn merge(parts: &[(String, SegmentFile)]) -> Result<Merged, LoadgenError> {
         send_lag_us: lag(&send_lag),
         generator_lag_us: lag(&generator_lag),
         runtime_lag_us: lag(&runtime_lag),
+        read_delay_us: read_delay.as_ref().map(lag),
         transport_errors: transport,
         users,
         max_in_flight,
@@ -291,6 +301,7 @@ pub fn merge(parts: &[(String, SegmentFile)]) -> Result<Merged, LoadgenError> {
         send_lag,
         generator_lag,
         runtime_lag,
+        read_delay,
     };
     Ok(Merged { result, workers })
 }

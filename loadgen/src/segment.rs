@@ -131,6 +131,9 @@ pub struct Histograms {
     pub send_lag: String,
     pub generator_lag: String,
     pub runtime_lag: String,
+    /// Absent when the segment's client had no receive timestamps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_delay: Option<String>,
 }
 
 /// A segment's result as written by `run --segment ... --json FILE`.
@@ -169,6 +172,7 @@ impl Histograms {
             send_lag: encode(&r.send_lag),
             generator_lag: encode(&r.generator_lag),
             runtime_lag: encode(&r.runtime_lag),
+            read_delay: r.read_delay.as_ref().map(encode),
         }
     }
 }

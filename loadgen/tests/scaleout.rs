@@ -91,6 +91,7 @@ fn segment(info: SegmentInfo, values: &[u64]) -> SegmentFile {
             send_lag: e.clone(),
             generator_lag: e.clone(),
             runtime_lag: e,
+            read_delay: None,
         },
     }
 }

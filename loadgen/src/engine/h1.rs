@@ -418,12 +418,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_response_arrived_when_the_kernel_took_it_not_when_it_was_read() {
-        let addr = server(vec![b"HTTP/1.1 302 Found\r\ncontent-length: 0\r\n\r\n"], 64).await;
+        const FOUND: &[u8] = b"HTTP/1.1 302 Found\r\ncontent-length: 0\r\n\r\n";
+        let addr = server(vec![FOUND; 101], 64).await;
         let mut c = RawConn::open(addr).await.unwrap();
+        // The kernel turns receive timestamps on for the whole system in a deferred work item
+        // once the first socket asks for them: the first segments may come unstamped.
+        for _ in 0..100 {
+            assert_eq!(c.exchange(GET, false).await, Ok(302));
+            if c.arrived().is_some() {
+                break;
+            }
+        }
         let before = Instant::now();
         c.send(GET).await.unwrap();
-        // The response is in the socket; the generator is busy elsewhere for 30 ms.
-        c.stream.readable().await.unwrap();
+        // The response is in the socket (peeked, not read); the generator is busy elsewhere for
+        // 30 ms.
+        c.stream.peek(&mut [0u8; 1]).await.unwrap();
         std::thread::sleep(Duration::from_millis(30));
         let read_at = Instant::now();
         assert_eq!(c.read_response(false).await, Ok(302));

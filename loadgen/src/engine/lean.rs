@@ -610,8 +610,11 @@ pub struct LeanStep {
     /// Slots that found every connection busy at their intended time.
     pub behind: AtomicU64,
     /// Responses without the kernel's arrival time (hyper's connection; a kernel that gave
-    /// none): for those the generator's lag runs from when it had read the response.
+    /// none, a failed exchange).
     pub unstamped: AtomicU64,
+    /// How long each response waited in its socket before the generator had read it (µs): from
+    /// the kernel's receive timestamp of its last byte to the end of the read.
+    pub read_delay: Mutex<Histogram<u64>>,
     pub dispatch: Dispatch,
     /// wrk2's fixed slots per connection instead of the [`Dispatch`] ([`stride_dispatch`]).
     pub stride: bool,
@@ -664,8 +667,7 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
     let mut rng = SmallRng::seed_from_u64(j ^ 0x9E37_79B9_7F4A_7C15);
     let (index, count) = step.segment;
     let len = step.schedule.len();
-    // When this user's connection was last free: its previous response had arrived in the
-    // socket (the kernel's timestamp), so the time the generator took to read it is its own lag.
+    // When this user's connection was last free (its previous response read).
     let mut free_at = t0;
     let mut own = 0;
     // A create's request is written here (the others are prebuilt).
@@ -739,13 +741,16 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
             }
         };
         let done = Instant::now();
-        let arrived = match (&result, conn.as_ref().and_then(Conn::arrived)) {
-            (Ok(_), Some(at)) => at.clamp(sent, done),
+        match (&result, conn.as_ref().and_then(Conn::arrived)) {
+            (Ok(_), Some(at)) => step
+                .read_delay
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .saturating_record(micros(done.saturating_duration_since(at.max(sent)))),
             _ => {
                 step.unstamped.fetch_add(1, Ordering::Relaxed);
-                done
             }
-        };
+        }
         step.in_flight.fetch_sub(1, Ordering::Relaxed);
         step.timer.request_done();
         let outcome = match result {
@@ -786,7 +791,7 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
                 )
                 .await;
         }
-        free_at = arrived;
+        free_at = done;
         if matches!(outcome, Outcome::Timeout) {
             break;
         }

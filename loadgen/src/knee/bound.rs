@@ -50,15 +50,22 @@ pub fn decide_bound(steps: &[StepRecord], end: SearchEnd, max_rate: f64) -> (Bou
     };
     let mut evidence = vec![lowest_not_passing(step), where_latency_went(step)];
     if step.verdict.outcome == StepOutcome::Inconclusive {
-        evidence.push(format!(
-            "The generator flagged itself saturated in that step ({}): it could not keep the schedule \
-             (achieved {} of {} req/s), so the step is inconclusive and rates from there up were not \
-             judged. The knee is the highest rate the generator could judge, and it is the generator's, \
-             not the service's.",
-            step.saturation.as_deref().unwrap_or("no reason given"),
-            fmt_rate(step.observation.rate_achieved),
-            fmt_rate(step.observation.rate_target)
-        ));
+        evidence.push(match step.saturation.as_deref() {
+            Some(why) => format!(
+                "The generator flagged itself saturated in that step ({why}): it could not keep the schedule \
+                 (achieved {} of {} req/s), so the step is inconclusive and rates from there up were not \
+                 judged. The knee is the highest rate the generator could judge, and it is the generator's, \
+                 not the service's.",
+                fmt_rate(step.observation.rate_achieved),
+                fmt_rate(step.observation.rate_target)
+            ),
+            None => format!(
+                "The generator's own delays in that step could account for its miss ({}), so the step is \
+                 inconclusive and rates from there up were not judged. The knee is the highest rate the \
+                 generator could judge, and it is the generator's, not the service's.",
+                step.verdict.reasons.join("; ")
+            ),
+        });
         evidence.push(format!(
             "Generator figures of that step: {}.",
             generator_figures(&step.run)
@@ -112,14 +119,21 @@ fn where_latency_went(step: &StepRecord) -> String {
 
 fn generator_figures(run: &Value) -> String {
     let get = |k: &str| run.get(k).cloned().unwrap_or(Value::Null);
+    let us = |pointer: &str| {
+        run.pointer(pointer)
+            .and_then(Value::as_u64)
+            .map_or("?".into(), |v| v.to_string())
+    };
     format!(
-        "generator CPU {}, send-lag p99 {} µs, max in flight {} of {} users, pool exhausted {}",
+        "generator CPU {}, send-lag p99 {} µs (its own part: {} µs; responses waited {} µs at p99 in their \
+         sockets before it read them, by the kernel's receive timestamps), max in flight {} of {} users, \
+         pool exhausted {}",
         get("generator_cpu")
             .as_f64()
             .map_or("?".into(), |c| format!("{:.0}%", c * 100.0)),
-        run.pointer("/send_lag_us/p99")
-            .and_then(Value::as_u64)
-            .map_or("?".into(), |v| v.to_string()),
+        us("/send_lag_us/p99"),
+        us("/generator_lag_us/p99"),
+        us("/read_delay_us/p99"),
         get("max_in_flight"),
         get("users"),
         get("pool_exhausted")
@@ -151,6 +165,7 @@ mod tests {
                 errors: 0,
                 p99_us: h.value_at_quantile(0.99),
                 generator_saturated: saturated,
+                generator_delay_us: 0,
             },
             verdict: Verdict {
                 outcome,

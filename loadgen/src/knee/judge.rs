@@ -28,6 +28,10 @@ pub struct Observation {
     /// Corrected p99 (from the intended send time), microseconds.
     pub p99_us: u64,
     pub generator_saturated: bool,
+    /// The generator's own delays at p99 (its lag from when a connection was free, plus how long
+    /// responses waited in their sockets before it read them), microseconds: a p99 that misses
+    /// the objective by less than this may have missed it by the generator's doing.
+    pub generator_delay_us: u64,
 }
 
 /// The three outcomes of a step.
@@ -83,6 +87,20 @@ impl Criteria {
             return Verdict {
                 outcome: StepOutcome::Inconclusive,
                 reasons,
+            };
+        }
+        if misses.len() == 1
+            && o.p99_us > self.slo_p99_us
+            && o.p99_us.saturating_sub(o.generator_delay_us) <= self.slo_p99_us
+        {
+            return Verdict {
+                outcome: StepOutcome::Inconclusive,
+                reasons: vec![format!(
+                    "p99 {} > SLO {} by less than the generator's own delays at p99 ({}): the miss may be the generator's",
+                    fmt_us(o.p99_us),
+                    fmt_us(self.slo_p99_us),
+                    fmt_us(o.generator_delay_us)
+                )],
             };
         }
         if !misses.is_empty() {
@@ -166,6 +184,7 @@ mod tests {
         errors: 10,
         p99_us: 9_000,
         generator_saturated: false,
+        generator_delay_us: 0,
     };
 
     #[test]
@@ -191,6 +210,31 @@ mod tests {
             ..OK
         };
         assert_eq!(c.judge(&empty).outcome, StepOutcome::Fail);
+    }
+
+    #[test]
+    fn a_p99_miss_smaller_than_the_generator_s_own_delays_is_inconclusive() {
+        let c = Criteria::new(Duration::from_millis(10));
+        let close = Observation {
+            p99_us: 10_300,
+            generator_delay_us: 2_100,
+            ..OK
+        };
+        let v = c.judge(&close);
+        assert_eq!(v.outcome, StepOutcome::Inconclusive);
+        assert!(v.reasons[0].contains("generator's own delays"), "{v:?}");
+        // Missed by more than the generator's delays: the service's.
+        let far = Observation {
+            p99_us: 12_500,
+            ..close
+        };
+        assert_eq!(c.judge(&far).outcome, StepOutcome::Fail);
+        // A miss of another criterion as well is not explained by the delays.
+        let short = Observation {
+            rate_achieved: 900.0,
+            ..close
+        };
+        assert_eq!(c.judge(&short).outcome, StepOutcome::Fail);
     }
 
     #[test]

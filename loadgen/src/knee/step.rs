@@ -41,6 +41,7 @@ pub fn observe(r: &StepResult) -> Observation {
         errors: r.errors,
         p99_us: p99(&r.corrected),
         generator_saturated: r.generator_saturated,
+        generator_delay_us: r.generator_lag_us.p99 + r.read_delay_us.as_ref().map_or(0, |d| d.p99),
     }
 }
 
