@@ -4,6 +4,8 @@
 //! lowest rate that did not pass). A failed step there means the generator kept its schedule and
 //! the service missed the objective: bound by the service. An inconclusive step there means the
 //! generator could not keep its schedule, so nothing above was judged: bound by the generator.
+//! Unless the service failed a step no more than [`SERVICE_FAIL_WITHIN`] above the knee with the
+//! generator keeping up: then the knee is the service's, known to within that much.
 //! When every rate passed, the range this run generated (`--max-rate`) bound it.
 
 use serde_json::Value;
@@ -12,6 +14,10 @@ use super::judge::StepOutcome;
 use super::search::SearchEnd;
 use super::step::StepRecord;
 use crate::report::{Percentiles, fmt_rate, fmt_us};
+
+/// How far above the knee a step the service failed may be, with only inconclusive steps between,
+/// for the knee to count as the service's: twice the search's 5% resolution.
+pub const SERVICE_FAIL_WITHIN: f64 = 0.10;
 
 /// What bound the knee.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -49,7 +55,37 @@ pub fn decide_bound(steps: &[StepRecord], end: SearchEnd, max_rate: f64) -> (Bou
         return untested_above(end, max_rate);
     };
     let mut evidence = vec![lowest_not_passing(step), where_latency_went(step)];
-    if step.verdict.outcome == StepOutcome::Inconclusive {
+    let service_failed_close = knee.and_then(|k| {
+        steps
+            .iter()
+            .filter(|s| s.verdict.outcome == StepOutcome::Fail && s.observation.rate_target > k)
+            .min_by(|a, b| {
+                a.observation
+                    .rate_target
+                    .total_cmp(&b.observation.rate_target)
+            })
+            .filter(|s| s.observation.rate_target <= k * (1.0 + SERVICE_FAIL_WITHIN))
+            .map(|s| (k, s))
+    });
+    if step.verdict.outcome == StepOutcome::Inconclusive
+        && let Some((k, failed)) = service_failed_close
+    {
+        evidence.push(format!(
+            "That step was inconclusive ({}), but the service failed step {} at {} req/s, {:.1}% above the knee, \
+             with the generator keeping its schedule ({}): {}. The knee is the service's, known to within \
+             {:.1}% (the search aims at 5%; the generator could not judge the rates between).",
+            step.saturation
+                .as_deref()
+                .unwrap_or_else(|| step.verdict.reasons.first().map_or("no reason given", String::as_str)),
+            failed.index,
+            fmt_rate(failed.observation.rate_target),
+            (failed.observation.rate_target / k - 1.0) * 100.0,
+            generator_figures(&failed.run),
+            failed.verdict.reasons.join("; "),
+            (failed.observation.rate_target / k - 1.0) * 100.0,
+        ));
+        (Bound::Service, evidence)
+    } else if step.verdict.outcome == StepOutcome::Inconclusive {
         evidence.push(match step.saturation.as_deref() {
             Some(why) => format!(
                 "The generator flagged itself saturated in that step ({why}): it could not keep the schedule \
@@ -211,6 +247,36 @@ mod tests {
             "{evidence:?}"
         );
         assert!(evidence[0].contains("(inconclusive)"), "{evidence:?}");
+    }
+
+    #[test]
+    fn a_service_failure_close_above_an_inconclusive_step_is_the_service() {
+        // 128k passed, 133k the generator's, 139k the service's (8.6% above the knee)
+        let steps = vec![
+            record(1, 128_000.0, Pass),
+            record(2, 152_000.0, Fail),
+            record(3, 139_000.0, Fail),
+            record(4, 133_000.0, Inconclusive),
+        ];
+        let (bound, evidence) = decide_bound(&steps, SearchEnd::StepBudget, 1e6);
+        assert_eq!(bound, Bound::Service);
+        assert!(evidence[0].contains("step 4"), "{evidence:?}");
+        assert!(
+            evidence
+                .iter()
+                .any(|e| e.contains("step 3") && e.contains("within 8.6%")),
+            "{evidence:?}"
+        );
+        // The service's failure too far above (more than 10%): the generator's.
+        let steps = vec![
+            record(1, 94_600.0, Pass),
+            record(2, 128_000.0, Fail),
+            record(3, 98_900.0, Inconclusive),
+        ];
+        assert_eq!(
+            decide_bound(&steps, SearchEnd::StepBudget, 1e6).0,
+            Bound::Generator
+        );
     }
 
     #[test]
