@@ -469,36 +469,6 @@ struct DispatchState {
     over: bool,
 }
 
-impl DispatchState {
-    /// Hands the next slots to the users on top of the stack: every slot due by `now`, then the
-    /// first one that is not (whose user waits for it). The users' wakers, each with the time to
-    /// wake it (None: at once).
-    fn hand_out(
-        &mut self,
-        now: Instant,
-        due: impl Fn(u64) -> Option<Instant>,
-    ) -> Vec<(Option<Waker>, Option<Instant>)> {
-        let mut handed = Vec::new();
-        loop {
-            let Some(u) = self.idle.pop() else {
-                self.armed = false;
-                return handed;
-            };
-            let k = self.next;
-            self.next += 1;
-            self.handed[u as usize] = Some(k);
-            let waker = self.wakers[u as usize].take();
-            match due(k) {
-                Some(at) if at > now => {
-                    handed.push((waker, Some(at)));
-                    return handed;
-                }
-                _ => handed.push((waker, None)),
-            }
-        }
-    }
-}
-
 /// How a user came to hold a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Turn {
@@ -544,20 +514,22 @@ impl Dispatch {
     /// The armed user leaves with its slot: the user on top of the stack is handed the next
     /// one, and `timer` wakes it at that slot's time (`due(k)`: the intended time of slot `k`,
     /// None past the schedule's end: woken at once). One wake-up per request, by the timer.
-    /// Slots already due go out together: each is handed to the next user on the stack and
-    /// woken at once, until a slot is not due yet (its user waits on the timer) or the stack is
-    /// empty. Handing them one at a time, each user handing on only once it ran, caught up
-    /// after a stall at one slot per pass of the runtime's queue.
-    pub fn hand_on(&self, timer: &Timer, due: impl Fn(u64) -> Option<Instant>) {
-        let handed = {
+    pub fn hand_on(&self, timer: &Timer, due: impl FnOnce(u64) -> Option<Instant>) {
+        let (k, waker) = {
             let mut s = self.lock();
-            s.hand_out(Instant::now(), due)
+            let Some(u) = s.idle.pop() else {
+                s.armed = false;
+                return;
+            };
+            let k = s.next;
+            s.next += 1;
+            s.handed[u as usize] = Some(k);
+            (k, s.wakers[u as usize].take())
         };
-        for (waker, at) in handed {
-            match (waker, at) {
-                (Some(w), Some(at)) => timer.wake_at(at, w),
-                (Some(w), None) => w.wake(),
-                (None, _) => {}
+        if let Some(w) = waker {
+            match due(k) {
+                Some(at) => timer.wake_at(at, w),
+                None => w.wake(),
             }
         }
     }
@@ -901,37 +873,5 @@ pub async fn probe(step: Arc<LeanStep>) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .saturating_record(late.as_micros() as u64);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_already_due_are_handed_out_together_and_the_next_one_waits() {
-        let d = Dispatch::new(4);
-        let mut s = d.lock();
-        s.idle = vec![0, 1, 2, 3];
-        s.armed = true;
-        let t0 = Instant::now();
-        // Slots 0 and 1 are due, slot 2 in 1 ms, slot 3 later.
-        let due = |k: u64| Some(t0 + Duration::from_millis(k.saturating_sub(1)));
-        let handed = s.hand_out(t0, due);
-        let at: Vec<Option<Instant>> = handed.iter().map(|(_, at)| *at).collect();
-        assert_eq!(at, vec![None, None, Some(t0 + Duration::from_millis(1))]);
-        // The top of the stack first, one slot each; one user is left, and a slot is held.
-        assert_eq!(s.handed[3], Some(0));
-        assert_eq!(s.handed[2], Some(1));
-        assert_eq!(s.handed[1], Some(2));
-        assert_eq!(s.handed[0], None);
-        assert_eq!(s.idle, vec![0]);
-        assert!(s.armed);
-        // Past the schedule's end: woken at once; an empty stack disarms.
-        let handed = s.hand_out(t0, |_| None);
-        assert_eq!(handed.len(), 1);
-        assert!(s.idle.is_empty());
-        assert!(s.hand_out(t0, due).is_empty());
-        assert!(!s.armed);
     }
 }
