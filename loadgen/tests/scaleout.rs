@@ -122,6 +122,37 @@ fn merging_two_halves_gives_the_whole_histogram() {
     assert_eq!(merged.result.rate_target, 1000.0);
 }
 
+/// The read delays (arrival in the socket to the read) merge like the latencies, and only when
+/// every segment has them: a segment without them (hyper's or reqwest's connection) makes the
+/// merged figure null rather than a part passed off as the whole.
+#[test]
+fn read_delays_merge_only_when_every_segment_has_them() {
+    let delays = |values: &[u64]| {
+        let mut h = new_histogram();
+        for &v in values {
+            h.record(v).unwrap();
+        }
+        h
+    };
+    let (a, b) = (delays(&[5, 7, 9, 2_000]), delays(&[6, 8, 40_000]));
+    let mut whole = a.clone();
+    whole.add(&b).unwrap();
+    let with = |index, h: Option<&hdrhistogram::Histogram<u64>>| {
+        let mut s = segment(info(index, 2, 7), &[100, 200, 300]);
+        s.histograms.read_delay = h.map(encode);
+        (format!("s{index}"), s)
+    };
+    let merged = merge::merge(&[with(0, Some(&a)), with(1, Some(&b))]).unwrap();
+    assert_eq!(merged.result.read_delay.as_ref(), Some(&whole));
+    assert_eq!(
+        merged.result.read_delay_us.map(|d| d.max),
+        Some(whole.max())
+    );
+    let partial = merge::merge(&[with(0, Some(&a)), with(1, None)]).unwrap();
+    assert!(partial.result.read_delay_us.is_none());
+    assert!(partial.result.read_delay.is_none());
+}
+
 fn write_segment(dir: &Path, name: &str, s: &SegmentFile) -> PathBuf {
     // A segment file as `run --segment` writes it: the fields merge reads are enough.
     let h = &s.histograms;

@@ -43,46 +43,30 @@ pub fn decide_bound(steps: &[StepRecord], end: SearchEnd, max_rate: f64) -> (Bou
         .filter(|s| s.verdict.passed())
         .map(|s| s.observation.rate_target)
         .fold(None, |k: Option<f64>, r| Some(k.map_or(r, |k| k.max(r))));
-    let deciding = steps
-        .iter()
-        .filter(|s| !s.verdict.passed() && knee.is_none_or(|k| s.observation.rate_target > k))
-        .min_by(|a, b| {
-            a.observation
-                .rate_target
-                .total_cmp(&b.observation.rate_target)
-        });
-    let Some(step) = deciding else {
+    let Some(step) = lowest_above(steps, knee, |s| !s.verdict.passed()) else {
         return untested_above(end, max_rate);
     };
     let mut evidence = vec![lowest_not_passing(step), where_latency_went(step)];
+    // The lowest failure above the knee, and how far above it is (percent).
     let service_failed_close = knee.and_then(|k| {
-        steps
-            .iter()
-            .filter(|s| s.verdict.outcome == StepOutcome::Fail && s.observation.rate_target > k)
-            .min_by(|a, b| {
-                a.observation
-                    .rate_target
-                    .total_cmp(&b.observation.rate_target)
-            })
-            .filter(|s| s.observation.rate_target <= k * (1.0 + SERVICE_FAIL_WITHIN))
-            .map(|s| (k, s))
+        lowest_above(steps, knee, |s| s.verdict.outcome == StepOutcome::Fail)
+            .map(|s| (s, (s.observation.rate_target / k - 1.0) * 100.0))
+            .filter(|&(_, above)| above <= SERVICE_FAIL_WITHIN * 100.0)
     });
     if step.verdict.outcome == StepOutcome::Inconclusive
-        && let Some((k, failed)) = service_failed_close
+        && let Some((failed, above)) = service_failed_close
     {
         evidence.push(format!(
-            "That step was inconclusive ({}), but the service failed step {} at {} req/s, {:.1}% above the knee, \
-             with the generator keeping its schedule ({}): {}. The knee is the service's, known to within \
-             {:.1}% (the search aims at 5%; the generator could not judge the rates between).",
+            "That step was inconclusive ({}), but the service failed step {} at {} req/s, {above:.1}% above the \
+             knee, with the generator keeping its schedule ({}): {}. The knee is the service's, known to within \
+             {above:.1}% (the search aims at 5%; the generator could not judge the rates between).",
             step.saturation
                 .as_deref()
                 .unwrap_or_else(|| step.verdict.reasons.first().map_or("no reason given", String::as_str)),
             failed.index,
             fmt_rate(failed.observation.rate_target),
-            (failed.observation.rate_target / k - 1.0) * 100.0,
             generator_figures(&failed.run),
             failed.verdict.reasons.join("; "),
-            (failed.observation.rate_target / k - 1.0) * 100.0,
         ));
         (Bound::Service, evidence)
     } else if step.verdict.outcome == StepOutcome::Inconclusive {
@@ -114,6 +98,22 @@ pub fn decide_bound(steps: &[StepRecord], end: SearchEnd, max_rate: f64) -> (Bou
         ));
         (Bound::Service, evidence)
     }
+}
+
+/// The step at the lowest rate above `knee` (any, without a knee) for which `which` holds.
+fn lowest_above(
+    steps: &[StepRecord],
+    knee: Option<f64>,
+    which: impl Fn(&StepRecord) -> bool,
+) -> Option<&StepRecord> {
+    steps
+        .iter()
+        .filter(|s| which(s) && knee.is_none_or(|k| s.observation.rate_target > k))
+        .min_by(|a, b| {
+            a.observation
+                .rate_target
+                .total_cmp(&b.observation.rate_target)
+        })
 }
 
 fn untested_above(end: SearchEnd, max_rate: f64) -> (Bound, Vec<String>) {
