@@ -448,8 +448,11 @@ fn put_back(addr: SocketAddr, conn: Conn) {
 /// Who sends the next slot: the free users on a stack (the most recently freed on top), one of
 /// them *armed* (it holds the next slot and waits for its time). When the armed user leaves, it
 /// arms the one on top of the stack with the slot after; if the stack is empty (every other
-/// connection busy), the next user to come free is armed at once. One lock per request on a
-/// thread of its own: never contended.
+/// connection busy), the next user to come free is armed at once. Slots already due when the
+/// armed user leaves (the generator fell behind) go to the users below it on the stack
+/// together, each woken at once, and the first slot not due yet arms the next: handing them
+/// one per leaving user caught up after a stall at one slot per pass of the runtime's queue.
+/// One lock per request on a thread of its own: never contended.
 pub struct Dispatch {
     state: Mutex<DispatchState>,
 }
@@ -462,19 +465,64 @@ struct DispatchState {
     armed: bool,
     /// Free users, the most recently freed on top.
     idle: Vec<u32>,
-    /// Per user: the slot it was handed while on the stack.
-    handed: Box<[Option<u64>]>,
+    /// Per user: the slot it was handed while on the stack, and whether it is armed with it
+    /// (false: a slot already due, sent at once without handing on).
+    handed: Box<[Option<(u64, bool)>]>,
     /// Per user on the stack: its task, woken by the timer at its slot's time (or at the end).
     wakers: Box<[Option<Waker>]>,
     over: bool,
+}
+
+impl DispatchState {
+    /// The armed user leaves: hands every slot due by `now` to the next user on the stack,
+    /// then arms the next one with the first slot not due yet (or past the schedule's end:
+    /// `due(k)` is None). An empty stack disarms: the next user to come free takes the slot.
+    fn hand_out(&mut self, now: Instant, due: impl Fn(u64) -> Option<Instant>) -> Vec<Handed> {
+        let mut handed = Vec::new();
+        while let Some(u) = self.idle.pop() {
+            let k = self.next;
+            self.next += 1;
+            let waker = self.wakers[u as usize].take();
+            match due(k) {
+                Some(at) if at <= now => {
+                    self.handed[u as usize] = Some((k, false));
+                    handed.push(Handed {
+                        waker,
+                        at: None,
+                        armed: false,
+                    });
+                }
+                at => {
+                    self.handed[u as usize] = Some((k, true));
+                    handed.push(Handed {
+                        waker,
+                        at,
+                        armed: true,
+                    });
+                    return handed;
+                }
+            }
+        }
+        self.armed = false;
+        handed
+    }
+}
+
+/// A user handed a slot by [`DispatchState::hand_out`]: its task, when to wake it (None: at
+/// once), and whether it is armed with the next slot.
+struct Handed {
+    waker: Option<Waker>,
+    at: Option<Instant>,
+    armed: bool,
 }
 
 /// How a user came to hold a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Turn {
     /// Handed the slot by the user that sent the one before: a free connection was waiting for
-    /// it, so any lateness is the generator's.
-    Handed(u64),
+    /// it, so any lateness is the generator's. `armed`: this user hands on the next slot when
+    /// it leaves (false: the slot was already due when handed, and the armed user is another).
+    Handed { slot: u64, armed: bool },
     /// No user was free when the one before left (or first at the start): this user took it as
     /// soon as its own response was in (the slot waited for a connection if that was after its
     /// intended time).
@@ -511,27 +559,23 @@ impl Dispatch {
         }
     }
 
-    /// The armed user leaves with its slot: the user on top of the stack is handed the next
-    /// one, and `timer` wakes it at that slot's time (`due(k)`: the intended time of slot `k`,
-    /// None past the schedule's end: woken at once). One wake-up per request, by the timer.
-    pub fn hand_on(&self, timer: &Timer, due: impl FnOnce(u64) -> Option<Instant>) {
-        let (k, waker) = {
-            let mut s = self.lock();
-            let Some(u) = s.idle.pop() else {
-                s.armed = false;
-                return;
-            };
-            let k = s.next;
-            s.next += 1;
-            s.handed[u as usize] = Some(k);
-            (k, s.wakers[u as usize].take())
-        };
-        if let Some(w) = waker {
-            match due(k) {
-                Some(at) => timer.wake_at(at, w),
-                None => w.wake(),
+    /// The armed user leaves with its slot: the users on top of the stack are handed the next
+    /// slots ([`DispatchState::hand_out`]), and `timer` wakes the armed one at its slot's time
+    /// (`due(k)`: the intended time of slot `k`, None past the schedule's end: woken at once).
+    /// Returns how many slots already due were handed out (their connections are busy from
+    /// now: they count as in flight).
+    pub fn hand_on(&self, timer: &Timer, due: impl Fn(u64) -> Option<Instant>) -> u64 {
+        let handed = self.lock().hand_out(Instant::now(), due);
+        let mut already_due = 0;
+        for Handed { waker, at, armed } in handed {
+            already_due += u64::from(!armed);
+            match (waker, at) {
+                (Some(w), Some(at)) => timer.wake_at(at, w),
+                (Some(w), None) => w.wake(),
+                (None, _) => {}
             }
         }
+        already_due
     }
 
     /// No slot is left to send (or the step was stopped): every waiting user is released.
@@ -563,8 +607,8 @@ impl Future for NextTurn<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Turn> {
         let (dispatch, j) = (self.dispatch, self.j);
         let mut s = dispatch.lock();
-        if let Some(k) = s.handed[j].take() {
-            return Poll::Ready(Turn::Handed(k));
+        if let Some((slot, armed)) = s.handed[j].take() {
+            return Poll::Ready(Turn::Handed { slot, armed });
         }
         if s.over {
             return Poll::Ready(Turn::Over);
@@ -673,34 +717,40 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
     // A create's request is written here (the others are prebuilt).
     let mut scratch = Vec::new();
     loop {
-        let (k, waited_for_connection) = if step.stride {
+        // `counted`: handed a slot already due, counted in flight by the user that handed it.
+        let (k, waited_for_connection, armed, counted) = if step.stride {
             // wrk2's dispatch: user `j` of `C` sends slots `j`, `j + C`, ... on its connection.
             own += 1;
-            (j + (own - 1) * step.users, true)
+            (j + (own - 1) * step.users, true, false, false)
         } else {
             match step.dispatch.next_turn(j as u32).await {
                 Turn::Over => break,
-                Turn::Handed(k) => (k, false),
-                Turn::Freed(k) => (k, true),
+                Turn::Handed { slot, armed } => (slot, false, armed, !armed),
+                Turn::Freed(k) => (k, true, true, false),
             }
         };
         let slot = index + k * count;
-        if slot >= len {
-            step.dispatch.end();
-            break;
+        let intended = (slot < len).then(|| t0 + step.schedule.offset(slot));
+        if let Some(intended) = intended {
+            step.timer.sleep_until(intended).await;
         }
-        let intended = t0 + step.schedule.offset(slot);
-        step.timer.sleep_until(intended).await;
         let sent = Instant::now();
-        if step.timer.is_aborted() || sent > t_end + END_GRACE {
+        let Some(intended) =
+            intended.filter(|_| !step.timer.is_aborted() && sent <= t_end + END_GRACE)
+        else {
+            if counted {
+                step.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
             step.dispatch.end();
             break;
-        }
-        if !step.stride {
-            step.dispatch.hand_on(&step.timer, |k| {
+        };
+        if armed {
+            let already_due = step.dispatch.hand_on(&step.timer, |k| {
                 let next = index + k * count;
                 (next < len).then(|| t0 + step.schedule.offset(next))
             });
+            // Their connections are busy from now, though their users have not run yet.
+            step.in_flight.fetch_add(already_due, Ordering::Relaxed);
         }
         // Lateness before the slot had a connection is the pool's (every connection was busy);
         // after that, the generator's own.
@@ -712,7 +762,11 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
         };
         let op = step.plan.pick(&mut rng, slot);
         step.timer.request_sent(sent);
-        let in_flight = step.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        let in_flight = if counted {
+            step.in_flight.load(Ordering::Relaxed)
+        } else {
+            step.in_flight.fetch_add(1, Ordering::Relaxed) + 1
+        };
         step.max_in_flight.fetch_max(in_flight, Ordering::Relaxed);
         step.sent.fetch_add(1, Ordering::Relaxed);
         let mut retried = false;
@@ -873,5 +927,54 @@ pub async fn probe(step: Arc<LeanStep>) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .saturating_record(late.as_micros() as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_already_due_are_handed_out_together_and_only_the_next_one_is_armed() {
+        let d = Dispatch::new(4);
+        let mut s = d.lock();
+        s.idle = vec![0, 1, 2, 3];
+        s.armed = true;
+        let t0 = Instant::now();
+        // Slots 0 and 1 are due, slot 2 in 1 ms, slot 3 later.
+        let due = |k: u64| Some(t0 + Duration::from_millis(k.saturating_sub(1)));
+        let handed = s.hand_out(t0, due);
+        let at: Vec<(Option<Instant>, bool)> = handed.iter().map(|h| (h.at, h.armed)).collect();
+        let in_1ms = Some(t0 + Duration::from_millis(1));
+        assert_eq!(at, vec![(None, false), (None, false), (in_1ms, true)]);
+        // The top of the stack first, one slot each; only the last holds the armed slot, and
+        // one user is left on the stack.
+        assert_eq!(s.handed[3], Some((0, false)));
+        assert_eq!(s.handed[2], Some((1, false)));
+        assert_eq!(s.handed[1], Some((2, true)));
+        assert_eq!(s.handed[0], None);
+        assert_eq!(s.idle, vec![0]);
+        assert!(s.armed);
+        // Past the schedule's end: armed, woken at once; an empty stack disarms.
+        let handed = s.hand_out(t0, |_| None);
+        assert_eq!(handed.len(), 1);
+        assert!(handed[0].at.is_none() && handed[0].armed);
+        assert_eq!(s.handed[0], Some((3, true)));
+        assert!(s.idle.is_empty());
+        assert!(s.hand_out(t0, due).is_empty());
+        assert!(!s.armed);
+    }
+
+    #[test]
+    fn a_slot_not_due_yet_arms_only_the_user_on_top() {
+        let d = Dispatch::new(3);
+        let mut s = d.lock();
+        s.idle = vec![0, 1, 2];
+        s.armed = true;
+        let t0 = Instant::now();
+        let handed = s.hand_out(t0, |k| Some(t0 + Duration::from_millis(k + 1)));
+        assert_eq!(handed.len(), 1);
+        assert_eq!(s.handed[2], Some((0, true)));
+        assert_eq!(s.idle, vec![0, 1]);
     }
 }
