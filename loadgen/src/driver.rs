@@ -109,7 +109,9 @@ pub struct StepResult {
     pub errors: u64,
     /// Responses by HTTP status code.
     pub status: BTreeMap<String, u64>,
-    /// Corrected latency: from the intended send time to the end of the response.
+    /// Corrected latency: from the intended send time to the end of the response (for the lean
+    /// client's own connection, when its last byte arrived in the socket, by the kernel's
+    /// receive timestamp; otherwise when it was read).
     pub latency_us: Percentiles,
     /// Uncorrected latency: from the actual send to the end of the response.
     pub latency_uncorrected_us: Percentiles,
@@ -500,7 +502,7 @@ async fn run_lean(
     let (duration, name, rate) = (cfg.duration, cfg.scenario.name(), cfg.rate);
     let step_registry = registry.clone();
     let outcome = engine::run(move || async move {
-        let timer = engine::timer::Timer::new(engine::timer::spin_for_rate(rate))?;
+        let timer = engine::timer::Timer::for_rate(rate)?;
         let step = Arc::new(lean::LeanStep {
             endpoint,
             schedule,

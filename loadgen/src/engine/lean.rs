@@ -795,13 +795,20 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
             }
         };
         let done = Instant::now();
-        match (&result, conn.as_ref().and_then(Conn::arrived)) {
-            (Ok(_), Some(at)) => step
+        let arrived = match (&result, conn.as_ref().and_then(Conn::arrived)) {
+            (Ok(_), Some(at)) => Some(at.max(sent)),
+            _ => None,
+        };
+        // The response's latency ends when its last byte arrived (the kernel's timestamp), not
+        // when the generator read it: the wait in the socket is the generator's, kept apart.
+        let end = response_end(done, arrived);
+        match arrived {
+            Some(at) => step
                 .read_delay
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .saturating_record(micros(done.saturating_duration_since(at.max(sent)))),
-            _ => {
+                .saturating_record(micros(done.saturating_duration_since(at))),
+            None => {
                 step.unstamped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -823,8 +830,8 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
             conn = None;
         }
         step.registry.record(&Sample {
-            corrected_us: micros(done - intended),
-            uncorrected_us: micros(done - sent),
+            corrected_us: micros(end - intended),
+            uncorrected_us: micros(end - sent),
             send_lag_us: micros(sent.saturating_duration_since(intended)),
             generator_lag_us: micros(sent.saturating_duration_since(available)),
             outcome,
@@ -838,7 +845,7 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
                 .record_custom_request_duration(
                     op.method(),
                     op.name(),
-                    done - intended,
+                    end - intended,
                     ok,
                     code,
                     None,
@@ -857,6 +864,13 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
         put_back(addr, c);
     }
     Ok(())
+}
+
+/// When a response ended, for its latency: when its last byte arrived in the socket (the
+/// kernel's receive timestamp, no earlier than the send), or when it was read (`done`) without
+/// a timestamp.
+fn response_end(done: Instant, arrived: Option<Instant>) -> Instant {
+    arrived.map_or(done, |at| at.min(done))
 }
 
 fn micros(d: Duration) -> u64 {
@@ -963,6 +977,19 @@ mod tests {
         assert!(s.idle.is_empty());
         assert!(s.hand_out(t0, due).is_empty());
         assert!(!s.armed);
+    }
+
+    #[test]
+    fn a_response_ends_when_it_arrived_not_when_it_was_read() {
+        let done = Instant::now();
+        let arrived = done - Duration::from_micros(700);
+        assert_eq!(response_end(done, Some(arrived)), arrived);
+        assert_eq!(response_end(done, None), done);
+        // A timestamp is never taken past the read.
+        assert_eq!(
+            response_end(done, Some(done + Duration::from_micros(5))),
+            done
+        );
     }
 
     #[test]

@@ -40,6 +40,30 @@ pub const NO_SLEEP_GAP: Duration = Duration::from_micros(30);
 /// (0: never).
 pub const POLL_IN_FLIGHT: Duration = Duration::from_micros(300);
 
+/// Above ~33k req/s ([`NO_SLEEP_GAP`]), a spinning thread lets the runtime poll for I/O at most
+/// this often: each poll is an `epoll_wait` (with tokio's time driver around it), and polling
+/// on every round made one per request, where a closed loop makes one per 30 (each finds a
+/// batch of responses). Responses wait in their sockets up to this long longer; their latency
+/// ends at the kernel's arrival timestamp, not at the read, and the wait is the result's
+/// `read_delay_us`. `LOADGEN_IO_EVERY_US` overrides it (0: every round).
+pub const IO_EVERY: Duration = Duration::from_micros(20);
+
+/// How often a spinning thread polls for I/O at `rate` requests/s (see [`IO_EVERY`]).
+pub fn io_every_for_rate(rate: f64) -> Duration {
+    if let Some(us) = std::env::var("LOADGEN_IO_EVERY_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return Duration::from_micros(us);
+    }
+    let gap = Duration::from_secs_f64(if rate > 0.0 { 1.0 / rate } else { 1.0 });
+    if gap <= NO_SLEEP_GAP {
+        IO_EVERY
+    } else {
+        Duration::ZERO
+    }
+}
+
 fn poll_in_flight() -> Duration {
     static P: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *P.get_or_init(|| {
@@ -118,11 +142,22 @@ pub struct Timer {
     /// Last send, in ns since `base`.
     last_send_ns: AtomicU64,
     poll_in_flight: Duration,
+    /// While spinning, the runtime polls for I/O at most this often (zero: every round).
+    io_every: Duration,
 }
 
 impl Timer {
+    /// The timer for a step at `rate` requests/s: [`spin_for_rate`], [`io_every_for_rate`].
+    pub fn for_rate(rate: f64) -> std::io::Result<Arc<Self>> {
+        Self::with(spin_for_rate(rate), io_every_for_rate(rate))
+    }
+
     /// A timer that spins the last `spin` before a deadline.
     pub fn new(spin: Duration) -> std::io::Result<Arc<Self>> {
+        Self::with(spin, Duration::ZERO)
+    }
+
+    fn with(spin: Duration, io_every: Duration) -> std::io::Result<Arc<Self>> {
         // SAFETY: timerfd_create returns a new descriptor we own, or -1.
         let fd = unsafe {
             libc::timerfd_create(
@@ -148,6 +183,7 @@ impl Timer {
             events: AtomicU64::new(0),
             last_send_ns: AtomicU64::new(0),
             poll_in_flight: poll_in_flight(),
+            io_every,
         }))
     }
 
@@ -243,6 +279,7 @@ impl Timer {
     /// Runs the timer until the runtime drops it (abort the task at the end of the step).
     pub async fn drive(self: Arc<Self>) {
         let mut last_round: Option<(Instant, u64)> = None;
+        let mut last_io = Instant::now();
         loop {
             let now = Instant::now();
             let next = self.fire(now);
@@ -257,7 +294,14 @@ impl Timer {
                         .fetch_add((now - prev).as_nanos() as u64, Ordering::Relaxed);
                 }
                 last_round = Some((now, events));
-                tokio::task::yield_now().await;
+                if now < last_io + self.io_every {
+                    // Back in the run queue at once, without an I/O poll (the runtime still
+                    // polls every so many tasks run).
+                    requeue().await;
+                } else {
+                    last_io = now;
+                    tokio::task::yield_now().await;
+                }
             } else {
                 last_round = None;
                 std::future::poll_fn(|cx| self.poll_wait(cx, next)).await;
@@ -325,6 +369,21 @@ impl Timer {
             }
         }
     }
+}
+
+/// Puts the task back at the end of the run queue: unlike `yield_now`, the runtime need not
+/// poll for I/O before it runs again.
+async fn requeue() {
+    let mut queued = false;
+    std::future::poll_fn(|cx| {
+        if std::mem::replace(&mut queued, true) {
+            Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// Sets the `timerfd` to fire in `after` (None disarms it).
