@@ -13,12 +13,13 @@
 #   4. knee: `loadgen knee --spawn --scenario redirect` ends bound by the service at >= 0.6x
 #      wrk's closed-loop throughput against the same linkr build with the same pinning.
 #
-# Usage: scripts/gen-ceiling.sh [--quick] [--strict] [--no-knee] [--no-reqwest]
+# Usage: scripts/gen-ceiling.sh [--quick] [--strict] [--no-knee] [--no-reqwest] [--keep DIR]
 #   --quick   short runs (CI, information only); without it, goals 2 and 4 are also run with
 #             LOADGEN_DISPATCH=stride (wrk2's fixed slots per connection; the default sends each
 #             slot on the most recently freed connection), and goal 1 with LOADGEN_H1=hyper
 #             (hyper's client connection instead of the lean client's own), as information
 #   --strict  exit 1 when a target fails (default: exit 0 whatever the figures)
+#   --keep DIR  keep every run's JSON and output and the knee reports in DIR (default: deleted)
 # Loopback only; every run is bounded in time. Needs wrk, taskset, /usr/bin/time, jq, curl, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,14 +28,16 @@ LINKR_STOP_SECS=10
 # shellcheck source=scripts/lib/common.sh
 source scripts/lib/common.sh
 
-QUICK=0 STRICT=0 KNEE=1 REQWEST=1
-for arg in "$@"; do
+QUICK=0 STRICT=0 KNEE=1 REQWEST=1 KEEP=""
+while (($#)); do
+    arg=$1; shift
     case $arg in
+        --keep) (($#)) || fail "--keep needs a directory"; KEEP=$1; shift ;;
         --quick) QUICK=1 ;;
         --strict) STRICT=1 ;;
         --no-knee) KNEE=0 ;;
         --no-reqwest) REQWEST=0 ;;
-        -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
         *) fail "unknown argument $arg (see --help)" ;;
     esac
 done
@@ -225,5 +228,11 @@ echo
 printf '%-44s %-26s %-20s %-7s %s\n' figure value target ratio verdict
 for r in "${ROWS[@]}"; do echo "$r"; done
 echo "(generator on CPU 1, server on CPU 0; ${D}s runs; $(date -u +%FT%TZ); load average $(cut -d' ' -f1-3 /proc/loadavg))"
+if [[ -n $KEEP ]]; then
+    mkdir -p "$KEEP"
+    rm -rf "${WORK:?}/bin"
+    cp -r "$WORK"/. "$KEEP"/
+    echo "kept: $KEEP (knee/index.html, knee/summary.json, one JSON per run)"
+fi
 if ((STRICT && FAILS > 0)); then exit 1; fi
 exit 0
