@@ -122,7 +122,8 @@ pub struct StepResult {
     pub arrival: Arrival,
     pub send_lag_us: SendLag,
     /// The generator's own part of the send lag: from the later of the intended time and the
-    /// moment the request's connection was free (its previous response read), to the send.
+    /// moment the request's connection was free (its previous response arrived in the socket, by the
+    /// kernel's timestamp; read, without one), to the send.
     pub generator_lag_us: SendLag,
     /// How late the generator's runtime ran a task due on a timer (a probe every 5 ms), in
     /// microseconds: high when the generator is short of CPU, whatever the server does.
@@ -943,18 +944,15 @@ pub fn saturation_reason(e: &Evidence) -> Option<String> {
     };
     // The lean client measures its own lateness to the µs (a precise timer, lag from when the
     // connection was free): near its CPU limit it counts as saturated once that lateness shows
-    // (p99 over 1 ms), not on the CPU figure alone. When every connection was busy, its
-    // lateness can hide in the wait for a connection: a connection is free once the generator
-    // has read its response, and a generator short of CPU reads late (a knee step at 86,700
-    // req/s with the generator at 99% CPU, every connection busy and an uncorrected p99 of
-    // 3.4 ms had a corrected p50 of 41 ms). The kernel's receive timestamps show how late it
-    // read: a dry pool counts against it unless its read delay p99 was within 1 ms too.
-    let reads_late = e
-        .read_delay_p99_us
-        .is_none_or(|d| d > LEAN_CPU_LAG_P99.as_micros() as u64);
+    // (p99 over 1 ms), not on the CPU figure alone. When every connection was busy, a
+    // generator short of CPU reads its responses late, which holds their connections (a knee
+    // step at 86,700 req/s with the generator at 99% CPU, every connection busy and an
+    // uncorrected p99 of 3.4 ms had a corrected p50 of 41 ms). With the kernel's receive
+    // timestamps its own lag runs from when the connection's answer arrived, so that wait is
+    // in it; without them, a dry pool counts against it.
     let busy_and_late = !e.lag_is_generators
         || e.lag_p99_us > LEAN_CPU_LAG_P99.as_micros() as u64
-        || (e.pool_exhausted && reads_late);
+        || (e.pool_exhausted && e.read_delay_p99_us.is_none());
     if e.generator_cpu >= CPU_LIMIT && busy_and_late {
         return Some(format!(
             "generator CPU at {:.0}% of its cores",
@@ -1221,22 +1219,23 @@ mod tests {
             ..ok()
         };
         assert_eq!(saturation_reason(&lean_busy), None);
-        // ... or once every connection was busy: its lag may hide in the wait for one,
+        // ... or, without the kernel's timestamps, once every connection was busy: its lag may
+        // hide in the wait for one,
         let dry = Evidence {
             pool_exhausted: true,
             ..lean_busy
         };
         assert!(saturation_reason(&dry).unwrap().contains("CPU"));
-        // unless the kernel's timestamps show it read the responses promptly: then the
-        // service held the connections.
+        // but with them, its own lag runs from when each connection's answer arrived, so late
+        // reads that held connections are in it: the lag decides.
         let stamped = Evidence {
-            read_delay_p99_us: Some(90),
+            read_delay_p99_us: Some(1_500),
             ..dry
         };
         assert_eq!(saturation_reason(&stamped), None);
         assert!(
             saturation_reason(&Evidence {
-                read_delay_p99_us: Some(1_500),
+                lag_p99_us: 1_500,
                 ..stamped
             })
             .unwrap()

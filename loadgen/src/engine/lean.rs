@@ -711,8 +711,10 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
     let mut rng = SmallRng::seed_from_u64(j ^ 0x9E37_79B9_7F4A_7C15);
     let (index, count) = step.segment;
     let len = step.schedule.len();
-    // When this user's connection was last free (its previous response read).
+    // When this user's connection was last free: its previous response read, and the end of
+    // that response (when it arrived in the socket, or `free_at` without a timestamp).
     let mut free_at = t0;
+    let mut answered_at = t0;
     let mut own = 0;
     // A create's request is written here (the others are prebuilt).
     let mut scratch = Vec::new();
@@ -752,14 +754,10 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
             // Their connections are busy from now, though their users have not run yet.
             step.in_flight.fetch_add(already_due, Ordering::Relaxed);
         }
-        // Lateness before the slot had a connection is the pool's (every connection was busy);
-        // after that, the generator's own.
-        let available = if waited_for_connection && free_at > intended {
+        if waited_for_connection && free_at > intended {
             step.behind.fetch_add(1, Ordering::Relaxed);
-            free_at
-        } else {
-            intended
-        };
+        }
+        let available = available(intended, waited_for_connection, answered_at);
         let op = step.plan.pick(&mut rng, slot);
         step.timer.request_sent(sent);
         let in_flight = if counted {
@@ -853,6 +851,7 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
                 .await;
         }
         free_at = done;
+        answered_at = end;
         if matches!(outcome, Outcome::Timeout) {
             break;
         }
@@ -864,6 +863,19 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
         put_back(addr, c);
     }
     Ok(())
+}
+
+/// When slot's request could have left, for the generator's own lag (`sent - available`): its
+/// intended time, or, when it waited for a connection (every one was busy), the moment this
+/// connection's previous response had arrived in its socket if that was later. Lateness before
+/// that is the pool's (the service held every connection); after it, the generator's: reading
+/// a response late holds its connection, and that must not pass for the service's.
+fn available(intended: Instant, waited_for_connection: bool, answered_at: Instant) -> Instant {
+    if waited_for_connection {
+        intended.max(answered_at)
+    } else {
+        intended
+    }
 }
 
 /// When a response ended, for its latency: when its last byte arrived in the socket (the
@@ -990,6 +1002,19 @@ mod tests {
             response_end(done, Some(done + Duration::from_micros(5))),
             done
         );
+    }
+
+    #[test]
+    fn a_slot_that_waited_for_a_connection_is_late_by_the_generator_from_the_answer_on() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        // Its connection's answer arrived 2 ms after the slot's time: the wait until then was
+        // the pool's, and what came after (the read, the send) the generator's.
+        assert_eq!(available(t, true, t + ms(2)), t + ms(2));
+        // The answer was in before the slot's time: all of the lateness is the generator's.
+        assert_eq!(available(t + ms(3), true, t + ms(2)), t + ms(3));
+        // Handed a free connection: late from the intended time.
+        assert_eq!(available(t, false, t + ms(2)), t);
     }
 
     #[test]

@@ -28,9 +28,9 @@ pub struct Observation {
     /// Corrected p99 (from the intended send time), microseconds.
     pub p99_us: u64,
     pub generator_saturated: bool,
-    /// The generator's own delays at p99 (its lag from when a connection was free, plus how long
-    /// responses waited in their sockets before it read them), microseconds: a p99 that misses
-    /// the objective by less than this may have missed it by the generator's doing.
+    /// The generator's own delay at p99 (its send lag from when a connection was free, or from
+    /// when that connection's answer arrived), microseconds: a p99 that misses the objective
+    /// by less than this may have missed it by the generator's doing.
     pub generator_delay_us: u64,
 }
 

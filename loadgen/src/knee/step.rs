@@ -41,7 +41,10 @@ pub fn observe(r: &StepResult) -> Observation {
         errors: r.errors,
         p99_us: p99(&r.corrected),
         generator_saturated: r.generator_saturated,
-        generator_delay_us: r.generator_lag_us.p99 + r.read_delay_us.as_ref().map_or(0, |d| d.p99),
+        // Its own send lag. Its read delay is not in the latency: with the kernel's receive
+        // timestamps (the only source of a read delay) a response ends when it arrived, and a
+        // late read that held a connection counts in the own lag.
+        generator_delay_us: r.generator_lag_us.p99,
     }
 }
 
