@@ -13,7 +13,7 @@
 //! clock ([`KeyedLimiter::check_now`]), so tests can give it `quanta::Clock::mock()`. The
 //! first read calibrates the clock (up to 200 ms), so limiters read it when they are built.
 
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, PoisonError};
@@ -241,32 +241,46 @@ impl TokenBucket {
 /// many new keys). Evicting a full bucket changes no decision; evicting a nearly full one
 /// forgives that key what it had used. Many source addresses can therefore neither grow memory
 /// past the bound nor make each new one cost a scan.
+///
+/// `S` hashes the keys (std's randomly keyed SipHash by default; the instruction-count bench
+/// gives a fixed one, so that its count does not change with the process's random keys).
 #[derive(Debug)]
-pub struct KeyedLimiter<K: Hash + Eq> {
+pub struct KeyedLimiter<K: Hash + Eq, S: BuildHasher + Clone = RandomState> {
     quota: Quota,
     clock: LimiterClock,
     base: Instant,
-    buckets: DashMap<K, TokenBucket>,
+    buckets: DashMap<K, TokenBucket, S>,
     max_keys: usize,
     /// Held while inserting a new key, so that the bound holds exactly.
     inserting: Mutex<()>,
 }
 
 impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
-    /// How long a bucket stays after it is full again (avoids re-inserting busy keys).
-    pub const IDLE_GRACE: Duration = Duration::from_secs(1);
-
     pub fn new(quota: Quota) -> Self {
         Self::with_clock(quota, clock())
     }
 
     /// A limiter reading `clock` in [`Self::check_now`].
     pub fn with_clock(quota: Quota, clock: LimiterClock) -> Self {
+        Self::with_clock_and_hasher(quota, clock, RandomState::new())
+    }
+}
+
+impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> KeyedLimiter<K, S> {
+    /// How long a bucket stays after it is full again (avoids re-inserting busy keys).
+    pub const IDLE_GRACE: Duration = Duration::from_secs(1);
+
+    /// A limiter whose map hashes its keys with `hasher`.
+    pub fn with_hasher(quota: Quota, hasher: S) -> Self {
+        Self::with_clock_and_hasher(quota, clock(), hasher)
+    }
+
+    fn with_clock_and_hasher(quota: Quota, clock: LimiterClock, hasher: S) -> Self {
         Self {
             quota,
             base: clock.now(),
             clock,
-            buckets: DashMap::new(),
+            buckets: DashMap::with_hasher(hasher),
             max_keys: usize::MAX,
             inserting: Mutex::new(()),
         }
@@ -280,7 +294,8 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
 
     /// A fresh limiter with this one's quota and bound, reading `clock`.
     pub fn reclocked(&self, clock: LimiterClock) -> Self {
-        Self::with_clock(self.quota, clock).with_max_keys(self.max_keys)
+        Self::with_clock_and_hasher(self.quota, clock, self.buckets.hasher().clone())
+            .with_max_keys(self.max_keys)
     }
 
     pub fn max_keys(&self) -> usize {
