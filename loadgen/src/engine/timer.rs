@@ -50,40 +50,37 @@ pub const IO_EVERY: Duration = Duration::from_micros(20);
 
 /// How often a spinning thread polls for I/O at `rate` requests/s (see [`IO_EVERY`]).
 pub fn io_every_for_rate(rate: f64) -> Duration {
-    if let Some(us) = std::env::var("LOADGEN_IO_EVERY_US")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        return Duration::from_micros(us);
-    }
-    let gap = Duration::from_secs_f64(if rate > 0.0 { 1.0 / rate } else { 1.0 });
-    if gap <= NO_SLEEP_GAP {
+    env_micros("LOADGEN_IO_EVERY_US").unwrap_or(if mean_gap(rate) <= NO_SLEEP_GAP {
         IO_EVERY
     } else {
         Duration::ZERO
-    }
+    })
+}
+
+/// A duration in µs from the environment variable `name`, if set and a number.
+fn env_micros(name: &str) -> Option<Duration> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_micros)
+}
+
+/// The mean gap between requests at `rate` requests/s (1 s at 0).
+fn mean_gap(rate: f64) -> Duration {
+    Duration::from_secs_f64(if rate > 0.0 { 1.0 / rate } else { 1.0 })
 }
 
 fn poll_in_flight() -> Duration {
     static P: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *P.get_or_init(|| {
-        std::env::var("LOADGEN_POLL_IN_FLIGHT_US")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_micros)
-            .unwrap_or(POLL_IN_FLIGHT)
-    })
+    *P.get_or_init(|| env_micros("LOADGEN_POLL_IN_FLIGHT_US").unwrap_or(POLL_IN_FLIGHT))
 }
 
 /// The spin window for `rate` requests/s (`LOADGEN_TIMER_SPIN_US` overrides it).
 pub fn spin_for_rate(rate: f64) -> Duration {
-    if let Some(us) = std::env::var("LOADGEN_TIMER_SPIN_US")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        return Duration::from_micros(us);
+    if let Some(spin) = env_micros("LOADGEN_TIMER_SPIN_US") {
+        return spin;
     }
-    let gap = Duration::from_secs_f64(if rate > 0.0 { 1.0 / rate } else { 1.0 });
+    let gap = mean_gap(rate);
     if gap <= NO_SLEEP_GAP {
         NO_SLEEP_GAP
     } else {
@@ -448,6 +445,16 @@ mod tests {
             .enable_all()
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn io_is_polled_on_every_round_at_low_rates_and_every_20_us_at_high_ones() {
+        if std::env::var_os("LOADGEN_IO_EVERY_US").is_some() {
+            return;
+        }
+        assert_eq!(io_every_for_rate(5_000.0), Duration::ZERO);
+        assert_eq!(io_every_for_rate(0.0), Duration::ZERO);
+        assert_eq!(io_every_for_rate(120_000.0), IO_EVERY);
     }
 
     #[test]
