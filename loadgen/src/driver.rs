@@ -119,6 +119,11 @@ pub struct StepResult {
     /// service. `saturation` says why.
     pub generator_saturated: bool,
     pub saturation: Option<String>,
+    /// Every request's own lag was measured from when it could have left (the lean client, with
+    /// a pool large enough for the rate), so no request was late by more than the largest own
+    /// lag on the generator's account (see `knee::judge`).
+    #[serde(skip)]
+    pub own_lag_bounds_latency: bool,
     pub arrival: Arrival,
     pub send_lag_us: SendLag,
     /// The generator's own part of the send lag: from the later of the intended time and the
@@ -783,6 +788,7 @@ fn result(cfg: &StepConfig, m: Measured) -> StepResult {
         latency_us,
         generator_saturated: saturation.is_some(),
         saturation,
+        own_lag_bounds_latency: m.client == ClientKind::Lean && !(m.pool_exhausted && m.pool_short),
         arrival: cfg.arrival,
         send_lag_us: send_lag,
         generator_lag_us: generator_lag,

@@ -284,6 +284,8 @@ pub fn merge(parts: &[(String, SegmentFile)]) -> Result<Merged, LoadgenError> {
         latency_uncorrected_us: Percentiles::of(&uncorrected),
         generator_saturated: saturated,
         saturation: saturated.then(|| reasons.join("; ")),
+        // The workers' pools are not in their files: a saturated merged step stays inconclusive.
+        own_lag_bounds_latency: false,
         arrival,
         send_lag_us: lag(&send_lag),
         generator_lag_us: lag(&generator_lag),

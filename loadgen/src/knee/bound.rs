@@ -1,11 +1,12 @@
 //! What bound the knee, and the evidence for it.
 //!
 //! The step that decides is the lowest rate above the knee that did not pass (with no knee, the
-//! lowest rate that did not pass). A failed step there means the generator kept its schedule and
-//! the service missed the objective: bound by the service. An inconclusive step there means the
-//! generator could not keep its schedule, so nothing above was judged: bound by the generator.
-//! Unless the service failed a step no more than [`SERVICE_FAIL_WITHIN`] above the knee with the
-//! generator keeping up: then the knee is the service's, known to within that much.
+//! lowest rate that did not pass). A failed step there means the service missed the objective
+//! (the generator kept its schedule, or lagged by less than the miss: see `judge`): bound by the
+//! service. An inconclusive step there means the generator could not keep its schedule, so
+//! nothing above was judged: bound by the generator. Unless the service failed a step no more
+//! than [`SERVICE_FAIL_WITHIN`] above the knee: then the knee is the service's, known to within
+//! that much.
 //! When every rate passed, the range this run generated (`--max-rate`) bound it.
 
 use serde_json::Value;
@@ -58,8 +59,8 @@ pub fn decide_bound(steps: &[StepRecord], end: SearchEnd, max_rate: f64) -> (Bou
     {
         evidence.push(format!(
             "That step was inconclusive ({}), but the service failed step {} at {} req/s, {above:.1}% above the \
-             knee, with the generator keeping its schedule ({}): {}. The knee is the service's, known to within \
-             {above:.1}% (the search aims at 5%; the generator could not judge the rates between).",
+             knee ({}): {}. The knee is the service's, known to within {above:.1}% (the search aims at 5%; the \
+             generator could not judge the rates between).",
             step.saturation
                 .as_deref()
                 .unwrap_or_else(|| step.verdict.reasons.first().map_or("no reason given", String::as_str)),
@@ -91,6 +92,13 @@ pub fn decide_bound(steps: &[StepRecord], end: SearchEnd, max_rate: f64) -> (Bou
             generator_figures(&step.run)
         ));
         (Bound::Generator, evidence)
+    } else if let Some(why) = &step.saturation {
+        evidence.push(format!(
+            "The generator lagged in that step ({why}; {}), but by less than the miss: the objective was missed \
+             by the service.",
+            generator_figures(&step.run)
+        ));
+        (Bound::Service, evidence)
     } else {
         evidence.push(format!(
             "The generator kept its schedule (not flagged saturated: {}), so the objective was missed by the service.",
@@ -202,6 +210,7 @@ mod tests {
                 p99_us: h.value_at_quantile(0.99),
                 generator_saturated: saturated,
                 generator_delay_us: 0,
+                own_delay_max_us: None,
             },
             verdict: Verdict {
                 outcome,
@@ -231,6 +240,26 @@ mod tests {
         let (bound, evidence) = decide_bound(&steps, SearchEnd::Converged, 1e5);
         assert_eq!(bound, Bound::Service);
         assert!(evidence[0].contains("step 3"), "{evidence:?}");
+    }
+
+    #[test]
+    fn a_failure_the_generator_s_lag_cannot_explain_is_the_service_and_says_it_lagged() {
+        let mut failed = record(2, 2000.0, Fail);
+        failed.saturation = Some("generator CPU at 94% of its cores".into());
+        let steps = vec![record(1, 1000.0, Pass), failed];
+        let (bound, evidence) = decide_bound(&steps, SearchEnd::Converged, 1e5);
+        assert_eq!(bound, Bound::Service);
+        assert!(
+            evidence
+                .iter()
+                .any(|e| e.contains("lagged in that step (generator CPU at 94%")
+                    && e.contains("by less than the miss")),
+            "{evidence:?}"
+        );
+        assert!(
+            !evidence.iter().any(|e| e.contains("kept its schedule")),
+            "{evidence:?}"
+        );
     }
 
     #[test]

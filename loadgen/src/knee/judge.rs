@@ -32,6 +32,9 @@ pub struct Observation {
     /// when that connection's answer arrived), microseconds: a p99 that misses the objective
     /// by less than this may have missed it by the generator's doing.
     pub generator_delay_us: u64,
+    /// The generator's largest own delay (µs), when every request's own lag was measured from
+    /// when it could have left: no request was late by more than this on its account.
+    pub own_delay_max_us: Option<u64>,
 }
 
 /// The three outcomes of a step.
@@ -78,6 +81,14 @@ impl Criteria {
 
     pub fn judge(&self, o: &Observation) -> Verdict {
         let misses = self.misses(o);
+        if o.generator_saturated
+            && let Some(why) = self.service_miss_despite_lag(o, &misses)
+        {
+            return Verdict {
+                outcome: StepOutcome::Fail,
+                reasons: vec![misses[0].clone(), why],
+            };
+        }
         if o.generator_saturated {
             let mut reasons = vec![
                 "the generator could not keep its schedule, so this step measured the generator, not the service"
@@ -119,6 +130,26 @@ impl Criteria {
                 error_ratio(o) * 100.0
             )],
         }
+    }
+
+    /// Why a step in which the generator lagged still failed by the service's doing, if it did:
+    /// the rate was sent, only the p99 missed, and it missed by more than the generator's largest
+    /// own delay. A queue that gets each request at most D late answers each at most D late
+    /// (departures of a FIFO queue shift by no more than its arrivals do), so with a generator
+    /// that never lagged every latency would have been at most D shorter, and the p99 would
+    /// still miss.
+    fn service_miss_despite_lag(&self, o: &Observation, misses: &[String]) -> Option<String> {
+        let max = o.own_delay_max_us?;
+        let without = o.p99_us.saturating_sub(max);
+        (misses.len() == 1 && o.p99_us > self.slo_p99_us && without > self.slo_p99_us).then(|| {
+            format!(
+                "the generator lagged, but by at most {} on its own account (its largest own delay); \
+                 without it the p99 would still be at least {} > SLO {}: the miss is the service's",
+                fmt_us(max),
+                fmt_us(without),
+                fmt_us(self.slo_p99_us)
+            )
+        })
     }
 
     /// The criteria `o` misses, as messages.
@@ -185,6 +216,7 @@ mod tests {
         p99_us: 9_000,
         generator_saturated: false,
         generator_delay_us: 0,
+        own_delay_max_us: None,
     };
 
     #[test]
@@ -235,6 +267,46 @@ mod tests {
             ..close
         };
         assert_eq!(c.judge(&short).outcome, StepOutcome::Fail);
+    }
+
+    #[test]
+    fn a_lagging_generator_s_step_fails_only_when_its_largest_own_delay_cannot_explain_the_miss() {
+        let c = Criteria::new(Duration::from_millis(10));
+        // A knee step against linkr at 139,000 req/s: the generator at 94% CPU, own lag p99
+        // 1.6 ms and at most 9.0 ms, corrected p99 27.6 ms.
+        let lagged = Observation {
+            generator_saturated: true,
+            p99_us: 27_600,
+            own_delay_max_us: Some(8_959),
+            ..OK
+        };
+        let v = c.judge(&lagged);
+        assert_eq!(v.outcome, StepOutcome::Fail, "{v:?}");
+        assert!(v.reasons[0].contains("p99 27.6 ms > SLO 10 ms"), "{v:?}");
+        assert!(v.reasons[1].contains("the miss is the service's"), "{v:?}");
+        // Its largest delay could account for the miss: the generator's step.
+        let close = Observation {
+            own_delay_max_us: Some(17_700),
+            ..lagged
+        };
+        assert_eq!(c.judge(&close).outcome, StepOutcome::Inconclusive);
+        // A pass stays inconclusive: a lagging generator never certifies a rate.
+        let met = Observation {
+            p99_us: 8_000,
+            ..lagged
+        };
+        assert_eq!(c.judge(&met).outcome, StepOutcome::Inconclusive);
+        // The rate was not sent, or the lag was not measured request by request.
+        let short = Observation {
+            rate_achieved: 900.0,
+            ..lagged
+        };
+        assert_eq!(c.judge(&short).outcome, StepOutcome::Inconclusive);
+        let unmeasured = Observation {
+            own_delay_max_us: None,
+            ..lagged
+        };
+        assert_eq!(c.judge(&unmeasured).outcome, StepOutcome::Inconclusive);
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub fn observe(r: &StepResult) -> Observation {
         // timestamps (the only source of a read delay) a response ends when it arrived, and a
         // late read that held a connection counts in the own lag.
         generator_delay_us: r.generator_lag_us.p99,
+        own_delay_max_us: r.own_lag_bounds_latency.then_some(r.generator_lag_us.max),
     }
 }
 
