@@ -553,6 +553,7 @@ async fn run_with(args: &RunArgs, spawned: Option<&Spawned>) -> Result<ExitCode,
         api_key,
         seeds: Arc::new(seeds),
         goose_report: args.goose_report.clone(),
+        service_pid: spawned.map(|s| s.pid),
     };
     if args.workers > 1 {
         let cpus = args.cpus.as_ref().map(|c| c.0.as_slice());
@@ -717,7 +718,12 @@ pub fn summary(r: &StepResult) -> String {
             Some(why) => format!("YES, {why}"),
             None => "no".into(),
         },
-    )
+    ) + &r.service_cpu.map_or(String::new(), |c| {
+        format!(
+            "\x20 service    cpu {:.0}% of its CPUs (its process, from /proc)\n",
+            c * 100.0
+        )
+    })
 }
 
 #[cfg(test)]

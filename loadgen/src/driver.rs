@@ -30,6 +30,7 @@ use serde::Serialize;
 use crate::error::LoadgenError;
 use crate::scenarios::{self, Plan, Scenario, Seeds};
 use crate::schedule::{self, Arrival, Gate, Schedule};
+use crate::service_cpu::ServiceCpu;
 use crate::stats::{Percentiles, Recorder, Registry, Sample};
 
 /// One step: drive `target` with `scenario` at `rate` requests/s for `duration`.
@@ -46,6 +47,8 @@ pub struct StepConfig {
     pub seeds: Arc<Seeds>,
     /// Where goose writes its HTML report for this step (turns goose's own metrics on).
     pub goose_report: Option<PathBuf>,
+    /// The service's process on this machine (`knee --spawn`), whose CPU time the step reads.
+    pub service_pid: Option<u32>,
 }
 
 /// The per-request path of a step: `lean` (a hyper HTTP/1 connection per user, requests built
@@ -150,6 +153,10 @@ pub struct StepResult {
     pub missed: u64,
     /// Generator CPU time over the step, as a fraction of the CPUs it may run on.
     pub generator_cpu: f64,
+    /// The service's CPU time over the step (every thread of its process, from `/proc`), as a
+    /// fraction of the CPUs it may run on; null when its process is not known (`knee --spawn`
+    /// knows it).
+    pub service_cpu: Option<f64>,
     pub goose_metrics: bool,
     #[serde(skip)]
     pub corrected: Histogram<u64>,
@@ -386,6 +393,8 @@ struct Measured {
     probe: Histogram<u64>,
     /// CPU time of the generator over the schedule, as a fraction of the CPUs it drives from.
     generator_cpu: f64,
+    /// The same for the service, when its process is known.
+    service_cpu: Option<f64>,
     users: u64,
     max_in_flight: u64,
     pool_exhausted: bool,
@@ -506,6 +515,7 @@ async fn run_lean(
         ))
     });
     let (duration, name, rate) = (cfg.duration, cfg.scenario.name(), cfg.rate);
+    let service_pid = cfg.service_pid;
     let step_registry = registry.clone();
     let outcome = engine::run(move || async move {
         let timer = engine::timer::Timer::for_rate(rate)?;
@@ -536,6 +546,8 @@ async fn run_lean(
             probe: std::sync::Mutex::new(crate::stats::new_histogram()),
             cpu_start_us: AtomicU64::new(0),
             cpu_end_us: AtomicU64::new(0),
+            service: service_pid.and_then(ServiceCpu::of),
+            service_used: std::sync::Mutex::new((None, None)),
             segment: seg,
             start_at,
         });
@@ -584,6 +596,7 @@ async fn run_lean(
             rec: Recorder::default(),
             probe: step.probe.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             generator_cpu: cpu_us as f64 / duration.as_micros() as f64,
+            service_cpu: step.service_share(),
             users,
             max_in_flight: step.max_in_flight.load(Ordering::Relaxed),
             pool_exhausted: step.behind.load(Ordering::Relaxed) > 0,
@@ -710,6 +723,7 @@ async fn run_reqwest(cfg: &StepConfig) -> Result<Measured, LoadgenError> {
         rec: step.registry.snapshot(),
         probe: step.probe.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         generator_cpu: cpu_us as f64 / (cfg.duration.as_micros() as f64 * available_cpus() as f64),
+        service_cpu: None,
         users,
         max_in_flight,
         pool_exhausted: max_in_flight >= users,
@@ -804,6 +818,7 @@ fn result(cfg: &StepConfig, m: Measured) -> StepResult {
         pool_exhausted: m.pool_exhausted,
         missed: m.missed,
         generator_cpu: (m.generator_cpu * 1000.0).round() / 1000.0,
+        service_cpu: m.service_cpu.map(|c| (c * 1000.0).round() / 1000.0),
         goose_metrics: m.goose_metrics,
         corrected: rec.corrected,
         uncorrected: rec.uncorrected,

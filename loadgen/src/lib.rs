@@ -15,6 +15,7 @@ pub mod scenarios;
 pub mod schedule;
 pub mod seed;
 pub mod segment;
+pub mod service_cpu;
 pub mod spawn;
 pub mod stats;
 pub mod worker;

@@ -297,6 +297,7 @@ pub fn merge(parts: &[(String, SegmentFile)]) -> Result<Merged, LoadgenError> {
         pool_exhausted,
         missed,
         generator_cpu: (cpu / n as f64 * 1000.0).round() / 1000.0,
+        service_cpu: None,
         goose_metrics,
         corrected,
         uncorrected,

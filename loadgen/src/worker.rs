@@ -125,6 +125,7 @@ async fn run_segment(
             codes: req.seed_codes.clone(),
         }),
         goose_report: None,
+        service_pid: None,
     };
     let seg = Segment {
         index: req.index,

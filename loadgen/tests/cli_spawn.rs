@@ -45,6 +45,9 @@ fn spawn_seeds_drives_and_stops_linkr() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["scenario"], "mixed");
     assert_eq!(v["errors"], 0, "{v}");
+    // linkr's own CPU over the step, from /proc: busy some, and no more than its one CPU.
+    let service_cpu = v["service_cpu"].as_f64().expect("service_cpu with --spawn");
+    assert!(service_cpu > 0.0 && service_cpu <= 1.05, "{service_cpu}");
     for code in ["302", "201", "200"] {
         assert!(
             v["status"][code].as_u64().unwrap_or(0) > 0,

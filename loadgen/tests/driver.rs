@@ -46,6 +46,7 @@ fn step(target: String, scenario: Scenario, rate: f64, duration: Duration) -> St
         api_key: None,
         seeds: Arc::new(Seeds::default()),
         goose_report: None,
+        service_pid: None,
     }
 }
 

@@ -87,6 +87,7 @@ fn step(target: String, rate: f64, duration: Duration) -> StepConfig {
         api_key: None,
         seeds: Arc::new(Seeds::default()),
         goose_report: None,
+        service_pid: None,
     }
 }
 

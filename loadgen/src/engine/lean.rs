@@ -39,6 +39,7 @@ use super::timer::Timer;
 use crate::error::LoadgenError;
 use crate::scenarios::{Op, Plan};
 use crate::schedule::Schedule;
+use crate::service_cpu::ServiceCpu;
 use crate::stats::{Outcome, Registry, Sample};
 
 /// Latency the connections absorb before every one is busy: `rate × allowance` connections
@@ -666,6 +667,9 @@ pub struct LeanStep {
     pub probe: Mutex<Histogram<u64>>,
     pub cpu_start_us: AtomicU64,
     pub cpu_end_us: AtomicU64,
+    /// The service's process, and its CPU time at the schedule's start and end.
+    pub service: Option<ServiceCpu>,
+    pub service_used: Mutex<(Option<Duration>, Option<Duration>)>,
     /// This process's segment of the schedule: it sends the slots `k` with
     /// `k % segment.1 == segment.0` (`(0, 1)`: all of them).
     pub segment: (u64, u64),
@@ -675,6 +679,28 @@ pub struct LeanStep {
 }
 
 impl LeanStep {
+    /// Reads the service's CPU time into the slot `which` picks (start or end).
+    fn note_service_cpu(
+        &self,
+        which: impl FnOnce(&mut (Option<Duration>, Option<Duration>)) -> &mut Option<Duration>,
+    ) {
+        if let Some(service) = &self.service {
+            let used = service.used();
+            *which(&mut self.service_used.lock().unwrap_or_else(|e| e.into_inner())) = used;
+        }
+    }
+
+    /// The service's CPU over the schedule, as a fraction of its CPUs (None without its process,
+    /// or when a reading failed).
+    pub fn service_share(&self) -> Option<f64> {
+        let service = self.service.as_ref()?;
+        let (Some(start), Some(end)) = *self.service_used.lock().unwrap_or_else(|e| e.into_inner())
+        else {
+            return None;
+        };
+        Some(service.share(start, end, self.duration))
+    }
+
     fn mark_ready(&self) {
         if self.ready.fetch_add(1, Ordering::AcqRel) + 1 == self.users {
             self.all_ready.notify_one();
@@ -911,6 +937,7 @@ pub async fn supervise(step: Arc<LeanStep>, ready_timeout: Duration, stop: fn() 
     // received).
     let cpu = || super::thread_cpu_us().saturating_sub(step.timer.spun().as_micros() as u64);
     step.cpu_start_us.store(cpu(), Ordering::Relaxed);
+    step.note_service_cpu(|used| &mut used.0);
     let t_end = t0 + step.duration;
     loop {
         let now = Instant::now();
@@ -926,6 +953,7 @@ pub async fn supervise(step: Arc<LeanStep>, ready_timeout: Duration, stop: fn() 
         }
     }
     step.cpu_end_us.store(cpu(), Ordering::Relaxed);
+    step.note_service_cpu(|used| &mut used.1);
     step.ended.store(true, Ordering::Release);
     true
 }

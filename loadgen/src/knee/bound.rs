@@ -171,7 +171,7 @@ fn generator_figures(run: &Value) -> String {
     format!(
         "generator CPU {}, send-lag p99 {} µs (its own part: {} µs; responses waited {} µs at p99 in their \
          sockets before it read them, by the kernel's receive timestamps), max in flight {} of {} users, \
-         pool exhausted {}",
+         pool exhausted {}, service CPU {}",
         get("generator_cpu")
             .as_f64()
             .map_or("?".into(), |c| format!("{:.0}%", c * 100.0)),
@@ -180,7 +180,10 @@ fn generator_figures(run: &Value) -> String {
         us("/read_delay_us/p99"),
         get("max_in_flight"),
         get("users"),
-        get("pool_exhausted")
+        get("pool_exhausted"),
+        get("service_cpu")
+            .as_f64()
+            .map_or("unknown".into(), |c| format!("{:.0}%", c * 100.0)),
     )
 }
 
@@ -211,6 +214,7 @@ mod tests {
                 generator_saturated: saturated,
                 generator_delay_us: 0,
                 own_delay_max_us: None,
+                service_cpu: None,
             },
             verdict: Verdict {
                 outcome,

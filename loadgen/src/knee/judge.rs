@@ -9,6 +9,9 @@ use crate::report::{fmt_rate, fmt_us};
 pub const MIN_ACHIEVED_RATIO: f64 = 0.99;
 /// A step may fail at most this fraction of its requests.
 pub const MAX_ERROR_RATIO: f64 = 0.001;
+/// A service that used at least this share of its CPUs in a step was at its limit (the share at
+/// which a step's misses are its own even when the generator lagged; see [`Criteria::judge`]).
+pub const SERVICE_CPU_FULL: f64 = 0.95;
 
 /// What makes a step pass.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,6 +38,9 @@ pub struct Observation {
     /// The generator's largest own delay (µs), when every request's own lag was measured from
     /// when it could have left: no request was late by more than this on its account.
     pub own_delay_max_us: Option<u64>,
+    /// The service's CPU over the step, as a share of its CPUs (None when its process is not
+    /// known).
+    pub service_cpu: Option<f64>,
 }
 
 /// The three outcomes of a step.
@@ -81,6 +87,16 @@ impl Criteria {
 
     pub fn judge(&self, o: &Observation) -> Verdict {
         let misses = self.misses(o);
+        if o.generator_saturated
+            && let Some(why) = service_out_of_cpu(o, &misses)
+        {
+            let mut reasons = misses;
+            reasons.push(why);
+            return Verdict {
+                outcome: StepOutcome::Fail,
+                reasons,
+            };
+        }
         if o.generator_saturated
             && let Some(why) = self.service_miss_despite_lag(o, &misses)
         {
@@ -188,6 +204,25 @@ impl Criteria {
     }
 }
 
+/// Why a step in which the generator lagged still failed by the service's doing, if it did: the
+/// service ran out of CPU. It used at least [`SERVICE_CPU_FULL`] of its CPUs at the rate it got,
+/// and at that cost per request the target rate needs all of them or more, so the service could
+/// not have served it, whatever the generator did.
+fn service_out_of_cpu(o: &Observation, misses: &[String]) -> Option<String> {
+    let cpu = o.service_cpu?;
+    let needed = cpu * o.rate_target / o.rate_achieved.max(1.0);
+    (!misses.is_empty() && cpu >= SERVICE_CPU_FULL && needed >= 1.0).then(|| {
+        format!(
+            "the generator lagged, but the service used {:.0}% of its CPUs at {} req/s: the target \
+             needs {:.0}% of them at that cost per request, so the service ran out of CPU and the miss \
+             is the service's",
+            cpu * 100.0,
+            fmt_rate(o.rate_achieved),
+            needed * 100.0
+        )
+    })
+}
+
 fn achieved_ratio(o: &Observation) -> f64 {
     if o.rate_target > 0.0 {
         o.rate_achieved / o.rate_target
@@ -217,6 +252,7 @@ mod tests {
         generator_saturated: false,
         generator_delay_us: 0,
         own_delay_max_us: None,
+        service_cpu: None,
     };
 
     #[test]
@@ -307,6 +343,54 @@ mod tests {
             ..lagged
         };
         assert_eq!(c.judge(&unmeasured).outcome, StepOutcome::Inconclusive);
+    }
+
+    #[test]
+    fn a_lagging_generator_s_step_fails_when_the_service_ran_out_of_cpu() {
+        let c = Criteria::new(Duration::from_millis(10));
+        // The generator at 98% CPU sent 114,907 of 133,000 req/s; the service used 97% of its
+        // core for those, so 133,000 needs 112% of it.
+        let lagged = Observation {
+            rate_target: 133_000.0,
+            rate_achieved: 114_907.0,
+            requests: 919_256,
+            errors: 0,
+            p99_us: 1_081_343,
+            generator_saturated: true,
+            generator_delay_us: 2_633,
+            own_delay_max_us: Some(9_799),
+            service_cpu: Some(0.97),
+        };
+        let v = c.judge(&lagged);
+        assert_eq!(v.outcome, StepOutcome::Fail, "{v:?}");
+        assert!(v.reasons[0].contains("achieved"), "{v:?}");
+        assert!(
+            v.reasons.last().unwrap().contains("used 97% of its CPUs")
+                && v.reasons.last().unwrap().contains("needs 112%"),
+            "{v:?}"
+        );
+        // The service with CPU to spare: the generator's step.
+        let spare = Observation {
+            service_cpu: Some(0.80),
+            ..lagged
+        };
+        assert_eq!(c.judge(&spare).outcome, StepOutcome::Inconclusive);
+        // Busy, but the target is within what it did: a lagging generator may be why it missed.
+        let within = Observation {
+            rate_achieved: 133_000.0,
+            p99_us: 12_000,
+            service_cpu: Some(0.96),
+            ..lagged
+        };
+        assert_eq!(c.judge(&within).outcome, StepOutcome::Inconclusive);
+        // Nothing missed: a lagging generator still passes nothing.
+        let met = Observation {
+            rate_achieved: 133_000.0,
+            p99_us: 8_000,
+            service_cpu: Some(1.0),
+            ..lagged
+        };
+        assert_eq!(c.judge(&met).outcome, StepOutcome::Inconclusive);
     }
 
     #[test]

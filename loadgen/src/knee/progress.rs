@@ -48,7 +48,7 @@ impl Progress {
             )
         };
         eprintln!(
-            "step {}/{}: target {} req/s, achieved {}, p99 {} (uncorrected {}), errors {}{} -> {verdict}",
+            "step {}/{}: target {} req/s, achieved {}, p99 {} (uncorrected {}), errors {}{}{} -> {verdict}",
             r.index,
             self.max_steps,
             fmt_rate(o.rate_target),
@@ -56,6 +56,10 @@ impl Progress {
             fmt_us(c.p99),
             fmt_us(u.p99),
             o.errors,
+            o.service_cpu.map_or(String::new(), |c| format!(
+                ", service CPU {:.0}%",
+                c * 100.0
+            )),
             if o.generator_saturated {
                 ", generator saturated"
             } else {

@@ -218,6 +218,7 @@ impl<'a> Session<'a> {
             api_key: self.target.api_key.clone(),
             seeds: Arc::clone(&self.seeds),
             goose_report,
+            service_pid: self.target.service.pid,
         }
     }
 

@@ -46,6 +46,7 @@ pub fn observe(r: &StepResult) -> Observation {
         // late read that held a connection counts in the own lag.
         generator_delay_us: r.generator_lag_us.p99,
         own_delay_max_us: r.own_lag_bounds_latency.then_some(r.generator_lag_us.max),
+        service_cpu: r.service_cpu,
     }
 }
 
