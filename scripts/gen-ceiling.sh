@@ -97,7 +97,7 @@ lg() { jq -r "$2" "$WORK/$1.json"; }
 run_loadgen() {
     local name=$1 client=$2 rate=$3; shift 3
     timed "$name" env "$@" "$BIN/loadgen" run --client "$client" --target "$URL" --scenario get \
-        --rate "$rate" --duration "${D}s" --json "$WORK/$name.json"
+        --service-pid "$SERVER_PID" --rate "$rate" --duration "${D}s" --json "$WORK/$name.json"
 }
 calc() { awk "BEGIN {printf \"%.${2:-2}f\", $1}"; }
 
@@ -147,7 +147,7 @@ for client in lean $( ((REQWEST)) && echo reqwest); do
     achieved=$(lg "ceiling-$client" .rate_achieved); sat=$(lg "ceiling-$client" .generator_saturated)
     share=$(calc "$achieved / $ceiling" 4)
     per_req=$(calc "$(cpu "ceiling-$client") * 1e6 / $(lg "ceiling-$client" .requests)")
-    echo "    achieved $achieved req/s, saturated: $sat $(lg "ceiling-$client" '.saturation // ""'), p50 $(lg "ceiling-$client" .latency_us.p50) µs, p99 $(lg "ceiling-$client" .latency_us.p99) µs, $per_req µs CPU/request"
+    echo "    achieved $achieved req/s, saturated: $sat $(lg "ceiling-$client" '.saturation // ""'), p50 $(lg "ceiling-$client" .latency_us.p50) µs, p99 $(lg "ceiling-$client" .latency_us.p99) µs, $per_req µs CPU/request; CPU: generator $(lg "ceiling-$client" .generator_cpu), server $(lg "ceiling-$client" .service_cpu)"
     if [[ $client == lean ]]; then
         row "2. clean ceiling, lean: share of $ceiling/s" "$share, saturated $sat" ">= 0.99, not saturated" "$share" \
             "$(verdict "$share >= 0.99 && \"$sat\" == \"false\"")"

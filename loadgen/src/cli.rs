@@ -105,6 +105,10 @@ pub struct RunArgs {
     /// linkr binary for --spawn.
     #[arg(long, value_name = "PATH", requires = "spawn")]
     pub linkr: Option<PathBuf>,
+    /// The --target server's process on this machine: the result then has its CPU over the
+    /// schedule (`service_cpu`, from /proc; --spawn knows it).
+    #[arg(long, value_name = "PID", conflicts_with = "spawn")]
+    pub service_pid: Option<u32>,
     /// Arrival rate, requests per second.
     #[arg(long, value_name = "R", value_parser = parse_rate)]
     pub rate: f64,
@@ -293,6 +297,11 @@ pub struct KneeArgs {
     /// linkr binary for --spawn.
     #[arg(long, value_name = "PATH")]
     pub linkr: Option<PathBuf>,
+
+    /// The --target service's process on this machine: each step then reads its CPU over the
+    /// schedule (`service_cpu`, from /proc), and the report its pinning (--spawn knows it).
+    #[arg(long, value_name = "PID", conflicts_with = "spawn")]
+    pub service_pid: Option<u32>,
 
     /// Traffic mix: redirect, create, stats, mixed (linkr), or get (a plain GET of the target URL).
     #[arg(long, value_enum, default_value = "mixed")]
@@ -553,7 +562,7 @@ async fn run_with(args: &RunArgs, spawned: Option<&Spawned>) -> Result<ExitCode,
         api_key,
         seeds: Arc::new(seeds),
         goose_report: args.goose_report.clone(),
-        service_pid: spawned.map(|s| s.pid),
+        service_pid: spawned.map(|s| s.pid).or(args.service_pid),
     };
     if args.workers > 1 {
         let cpus = args.cpus.as_ref().map(|c| c.0.as_slice());

@@ -81,6 +81,11 @@ fn bare_loadgen_lists_the_subcommands_and_exits_2() {
 
 #[test]
 fn usage_errors_exit_2() {
+    // --spawn knows its service's process: naming another is a misuse.
+    assert_clap_error(
+        &loadgen(&["knee", "--spawn", "--service-pid", "1"]),
+        &["the argument '--spawn' cannot be used with '--service-pid <PID>'"],
+    );
     assert_clap_error(
         &loadgen(&[
             "run",
@@ -195,10 +200,14 @@ fn run_writes_json_and_hgrm_and_applies_thresholds() {
     let json = dir.path().join("run.json");
     let hgrm = dir.path().join("run.hgrm");
     let target = format!("{}/hello", server.base);
+    // The server runs in this test's process: its CPU is this process's.
+    let pid = std::process::id().to_string();
     let o = loadgen(&[
         "run",
         "--target",
         &target,
+        "--service-pid",
+        &pid,
         "--scenario",
         "get",
         "--rate",
@@ -237,9 +246,17 @@ fn run_writes_json_and_hgrm_and_applies_thresholds() {
     ] {
         assert!(v.get(key).is_some(), "missing {key}");
     }
+    let service_cpu = v["service_cpu"]
+        .as_f64()
+        .expect("service_cpu with --service-pid");
+    assert!(service_cpu > 0.0 && service_cpu <= 1.05, "{service_cpu}");
     let h = std::fs::read_to_string(&hgrm).unwrap();
     assert!(h.contains("Percentile") && h.contains("#[Max"), "{h}");
-    assert!(String::from_utf8_lossy(&o.stdout).contains("p99"));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("p99") && out.contains("service    cpu"),
+        "{out}"
+    );
 
     // A p99 of 1 µs cannot be met: exit 1 (the generator is not saturated at 300/s).
     let o = loadgen(&[

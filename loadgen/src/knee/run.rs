@@ -52,7 +52,10 @@ pub async fn run(args: KneeArgs) -> Result<ExitCode, LoadgenError> {
             base_url: args.target.clone().unwrap_or_default(),
             admin_url: args.admin.clone(),
             api_key: args.api_key.clone(),
-            service: ServiceFacts::default(),
+            service: ServiceFacts {
+                pid: args.service_pid,
+                ..ServiceFacts::default()
+            },
         },
     };
     let outcome = run_against(&args, target).await;
