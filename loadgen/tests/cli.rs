@@ -353,6 +353,40 @@ fn a_pool_too_small_for_the_rate_is_the_generator_s_limit() {
     );
 }
 
+/// A generator that reads its responses late (the engine blocked 3 ms after each send, by the
+/// test hook `LOADGEN_READ_PAUSE_US`) on one connection, with slots every 2.5 ms: each response
+/// ends when it arrived, not when it was read, and the wait is the generator's own (its read
+/// delay, and the own lag of the slot that waited for the connection), not the service's.
+#[test]
+fn a_late_read_is_the_generator_s_delay_not_the_service_s_latency() {
+    let server = driver_support::start_conn_server_in_background(0, std::time::Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let target = format!("{}/x", server.base);
+    let o = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["run", "--target", &target, "--scenario", "get"])
+        .args(["--rate", "400", "--duration", "1s"])
+        .args(["--json", json.to_str().unwrap()])
+        .env("LOADGEN_READ_PAUSE_US", "3000")
+        .env("LOADGEN_CONNECTIONS", "1")
+        .env_remove("LOADGEN_DISPATCH")
+        .env_remove("LOADGEN_H1")
+        .output()
+        .expect("run loadgen");
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(v["requests"].as_u64().unwrap() >= 100, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    let us = |p: &str| v.pointer(p).and_then(serde_json::Value::as_u64).unwrap();
+    // The server answers in well under a millisecond; the reads came 3 ms after the sends.
+    assert!(us("/latency_uncorrected_us/p50") < 1_500, "{v}");
+    assert!(us("/read_delay_us/p50") >= 2_500, "{v}");
+    // Every slot after the first waited for the one connection, which was free from its
+    // answer's arrival on: the wait from there to the send is the generator's.
+    assert!(us("/generator_lag_us/p50") >= 2_000, "{v}");
+}
+
 /// `loadgen run` of 500 requests at 500 req/s against a fast server, with `env` set; its JSON
 /// result, after checking that every request was sent and answered.
 fn run_500_with(env: &[(&str, &str)]) -> serde_json::Value {

@@ -100,6 +100,9 @@ impl RawConn {
     /// whole response; its status code.
     pub async fn exchange(&mut self, request: &[u8], head: bool) -> Result<u16, Failure> {
         self.send(request).await?;
+        if let Some(pause) = read_pause() {
+            std::thread::sleep(pause);
+        }
         self.read_response(head).await
     }
 
@@ -273,6 +276,20 @@ impl RawConn {
             }
         }
     }
+}
+
+/// A test hook, `LOADGEN_READ_PAUSE_US`: the engine thread blocks this long between writing each
+/// request and reading its response, as a generator short of CPU would, so that a test can see
+/// what a late read does to the figures (`tests/cli.rs`). Unset in every measurement.
+fn read_pause() -> Option<Duration> {
+    static PAUSE: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *PAUSE.get_or_init(|| {
+        std::env::var("LOADGEN_READ_PAUSE_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&us| us > 0)
+            .map(Duration::from_micros)
+    })
 }
 
 /// Asks the kernel to stamp each received segment with its arrival time.

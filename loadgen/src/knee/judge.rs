@@ -1,5 +1,7 @@
 //! Judging one step: it passes, fails, or is inconclusive when the generator could not keep its
-//! schedule (then the step measured the generator, and says nothing about the service).
+//! schedule (then the step measured the generator, and says nothing about the service), unless
+//! the miss is plainly the service's: it ran out of CPU, or missed by more than the generator's
+//! largest own delay could account for. A lagging generator never passes a step.
 
 use std::time::Duration;
 
@@ -87,25 +89,18 @@ impl Criteria {
 
     pub fn judge(&self, o: &Observation) -> Verdict {
         let misses = self.misses(o);
-        if o.generator_saturated
-            && let Some(why) = service_out_of_cpu(o, &misses)
-        {
-            let mut reasons = misses;
-            reasons.push(why);
-            return Verdict {
-                outcome: StepOutcome::Fail,
-                reasons,
-            };
-        }
-        if o.generator_saturated
-            && let Some(why) = self.service_miss_despite_lag(o, &misses)
-        {
-            return Verdict {
-                outcome: StepOutcome::Fail,
-                reasons: vec![misses[0].clone(), why],
-            };
-        }
         if o.generator_saturated {
+            // The generator lagged, but the miss may still be plainly the service's.
+            if let Some(why) =
+                service_out_of_cpu(o, &misses).or_else(|| self.service_miss_despite_lag(o, &misses))
+            {
+                let mut reasons = misses;
+                reasons.push(why);
+                return Verdict {
+                    outcome: StepOutcome::Fail,
+                    reasons,
+                };
+            }
             let mut reasons = vec![
                 "the generator could not keep its schedule, so this step measured the generator, not the service"
                     .to_string(),
