@@ -50,6 +50,15 @@ fn report_has_every_section_and_is_offline() {
     for h in ["p50", "p90", "p99", "p99.9", "p99.99", "max"] {
         assert_eq!(html.matches(&format!(">{h}</th>")).count(), 2, "{h} header");
     }
+    // each step's CPU, the generator's and the service's
+    assert!(html.contains(">CPU generator / service</th>"));
+    let first = &report.steps[0];
+    let cpu = format!(
+        "<td>{:.0}% / {:.0}%</td>",
+        first.generator_cpu.unwrap() * 100.0,
+        first.service_cpu.unwrap() * 100.0
+    );
+    assert!(html.contains(&cpu), "{cpu}");
     assert!(html.contains("(knee)"));
     assert!(html.contains("step-01-2000.hgrm") && html.contains("goose/step-01-2000.html"));
     assert!(html.contains("../bench/index.html"));

@@ -148,6 +148,8 @@ impl StepRecord {
             corrected: Percentiles::of(&self.corrected),
             uncorrected: Percentiles::of(&self.uncorrected),
             generator_saturated: self.observation.generator_saturated,
+            generator_cpu: self.run.get("generator_cpu").and_then(Value::as_f64),
+            service_cpu: self.observation.service_cpu,
             pass: self.verdict.passed(),
             inconclusive: self.verdict.outcome == StepOutcome::Inconclusive,
             reasons: self.verdict.reasons.clone(),

@@ -257,7 +257,7 @@ fn embed_svg(h: &mut String, file: &str, size: Option<(f64, f64)>, class: &str) 
 fn steps_table(h: &mut String, r: &Report) {
     let knee_index = r.knee.as_ref().map(|k| k.step_index);
     h.push_str(r#"<section id="steps"><h2>Steps</h2><div class="scroll"><table class="outcome">"#);
-    h.push_str(r#"<thead><tr><th>#</th><th>target req/s</th><th>achieved req/s</th><th>requests</th><th>errors</th><th class="l">responses by status</th><th>result</th><th class="l">why</th><th class="l">recovery after it</th></tr></thead><tbody>"#);
+    h.push_str(r#"<thead><tr><th>#</th><th>target req/s</th><th>achieved req/s</th><th>requests</th><th>errors</th><th title="CPU over the step, as a share of the CPUs each may run on">CPU generator / service</th><th class="l">responses by status</th><th>result</th><th class="l">why</th><th class="l">recovery after it</th></tr></thead><tbody>"#);
     for s in &r.steps {
         outcome_row(h, s, knee_index == Some(s.index));
     }
@@ -351,14 +351,21 @@ fn outcome_row(h: &mut String, s: &StepView, is_knee: bool) {
     }
     let _ = write!(
         h,
-        r#"<td>{}</td><td>{}</td><td>{}</td><td class="l status">{}</td><td>{verdict}</td><td class="l">{}</td><td class="l">{}</td></tr>"#,
+        r#"<td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td class="l status">{}</td><td>{verdict}</td><td class="l">{}</td><td class="l">{}</td></tr>"#,
         escape(&fmt_rate(s.rate_achieved)),
         escape(&fmt_rate(s.requests as f64)),
         s.errors,
+        percent(s.generator_cpu),
+        percent(s.service_cpu),
         escape(&status),
         escape(&why),
         escape(&recovery_text(s.recovery.as_ref()))
     );
+}
+
+/// A share as a whole percentage, or a dash when it is not known.
+fn percent(share: Option<f64>) -> String {
+    share.map_or("\u{2013}".into(), |s| format!("{:.0}%", s * 100.0))
 }
 
 /// The probes after a step, in a sentence: how long the target took to be back, or that it was not.

@@ -48,6 +48,10 @@ pub struct StepView {
     pub corrected: Percentiles,
     pub uncorrected: Percentiles,
     pub generator_saturated: bool,
+    /// CPU over the step as a share of the CPUs each may run on: the generator's, and the
+    /// service's when its process was known.
+    pub generator_cpu: Option<f64>,
+    pub service_cpu: Option<f64>,
     pub pass: bool,
     /// The generator lagged: neither pass nor fail.
     pub inconclusive: bool,

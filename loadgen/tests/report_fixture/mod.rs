@@ -103,6 +103,8 @@ pub fn write_synthetic_report(dir: &Path) -> Report {
             corrected: pc,
             uncorrected: Percentiles::of(&u),
             generator_saturated: inconclusive,
+            generator_cpu: Some(0.4 + 0.5 * (*rate / rates.last().unwrap()).min(1.0)),
+            service_cpu: Some((*rate / capacity).min(0.99)),
             pass,
             inconclusive,
             reasons: if pass {
