@@ -140,14 +140,30 @@ cases = report.get("test_cases", {})
 failures = report.get("failures", [])
 server_errors = 0
 requests = 0
-ready = False  # the script's own /readyz polls before "ready" are 503 by design
+# The script's own /readyz polls before "ready" are 503 by design. A request is counted when it
+# started after "ready" was logged (its access-log line is written when it ends: end - latency),
+# so a poll that was answered 503 just before and logged just after is not a server error.
+from datetime import datetime, timedelta
+def when(entry):
+    try:
+        return datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00"))
+    except (KeyError, ValueError, AttributeError):
+        return None
+ready_at = None
 for line in open(log_path, errors="replace"):
     try:
         entry = json.loads(line)
     except ValueError:
         continue
-    ready = ready or entry.get("message") == "ready"
-    status = entry.get("status") if ready and entry.get("message") == "request" else None
+    if ready_at is None and entry.get("message") == "ready":
+        ready_at = when(entry)
+    if ready_at is None or entry.get("message") != "request":
+        continue
+    ended = when(entry)
+    latency = entry.get("latency_us")
+    if ended is not None and isinstance(latency, int) and ended - timedelta(microseconds=latency) < ready_at:
+        continue
+    status = entry.get("status")
     if isinstance(status, int):
         requests += 1
         server_errors += status >= 500
