@@ -547,7 +547,8 @@ async fn run_lean(
             cpu_start_us: AtomicU64::new(0),
             cpu_end_us: AtomicU64::new(0),
             service: service_pid.and_then(ServiceCpu::of),
-            service_used: std::sync::Mutex::new((None, None)),
+            service_start: std::sync::OnceLock::new(),
+            service_end: std::sync::OnceLock::new(),
             segment: seg,
             start_at,
         });

@@ -1,6 +1,7 @@
 //! How busy the service under test was during a step: its process's CPU time from `/proc`
-//! (every thread's user and system time), as a fraction of the CPUs it may run on. A second
-//! tool reads the same figure: `pidstat -u -p PID 1`, or `/proc/PID/stat` by hand.
+//! (every thread's user and system time), as a fraction of the CPUs it may run on. Checked
+//! against `perf stat -e task-clock -p PID` over the same runs (README, "Runs of 2026-11-30
+//! night").
 
 use std::time::Duration;
 
@@ -14,8 +15,11 @@ pub struct ServiceCpu {
 impl ServiceCpu {
     /// The process `pid`, if it exists; its CPUs are those in its affinity mask.
     pub fn of(pid: u32) -> Option<Self> {
-        let cpus = allowed_cpus(pid)?;
-        Self { pid, cpus }.used().map(|_| Self { pid, cpus })
+        let me = Self {
+            pid,
+            cpus: allowed_cpus(pid)?,
+        };
+        me.used().map(|_| me)
     }
 
     /// CPU time used so far (user and system, every thread), at the kernel's clock-tick

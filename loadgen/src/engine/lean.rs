@@ -669,7 +669,8 @@ pub struct LeanStep {
     pub cpu_end_us: AtomicU64,
     /// The service's process, and its CPU time at the schedule's start and end.
     pub service: Option<ServiceCpu>,
-    pub service_used: Mutex<(Option<Duration>, Option<Duration>)>,
+    pub service_start: OnceLock<Duration>,
+    pub service_end: OnceLock<Duration>,
     /// This process's segment of the schedule: it sends the slots `k` with
     /// `k % segment.1 == segment.0` (`(0, 1)`: all of them).
     pub segment: (u64, u64),
@@ -679,26 +680,18 @@ pub struct LeanStep {
 }
 
 impl LeanStep {
-    /// Reads the service's CPU time into the slot `which` picks (start or end).
-    fn note_service_cpu(
-        &self,
-        which: impl FnOnce(&mut (Option<Duration>, Option<Duration>)) -> &mut Option<Duration>,
-    ) {
-        if let Some(service) = &self.service {
-            let used = service.used();
-            *which(&mut self.service_used.lock().unwrap_or_else(|e| e.into_inner())) = used;
+    /// Reads the service's CPU time into `at` (the schedule's start or end).
+    fn note_service_cpu(&self, at: &OnceLock<Duration>) {
+        if let Some(used) = self.service.as_ref().and_then(ServiceCpu::used) {
+            let _ = at.set(used);
         }
     }
 
     /// The service's CPU over the schedule, as a fraction of its CPUs (None without its process,
     /// or when a reading failed).
     pub fn service_share(&self) -> Option<f64> {
-        let service = self.service.as_ref()?;
-        let (Some(start), Some(end)) = *self.service_used.lock().unwrap_or_else(|e| e.into_inner())
-        else {
-            return None;
-        };
-        Some(service.share(start, end, self.duration))
+        let (start, end) = (*self.service_start.get()?, *self.service_end.get()?);
+        Some(self.service.as_ref()?.share(start, end, self.duration))
     }
 
     fn mark_ready(&self) {
@@ -937,7 +930,7 @@ pub async fn supervise(step: Arc<LeanStep>, ready_timeout: Duration, stop: fn() 
     // received).
     let cpu = || super::thread_cpu_us().saturating_sub(step.timer.spun().as_micros() as u64);
     step.cpu_start_us.store(cpu(), Ordering::Relaxed);
-    step.note_service_cpu(|used| &mut used.0);
+    step.note_service_cpu(&step.service_start);
     let t_end = t0 + step.duration;
     loop {
         let now = Instant::now();
@@ -953,7 +946,7 @@ pub async fn supervise(step: Arc<LeanStep>, ready_timeout: Duration, stop: fn() 
         }
     }
     step.cpu_end_us.store(cpu(), Ordering::Relaxed);
-    step.note_service_cpu(|used| &mut used.1);
+    step.note_service_cpu(&step.service_end);
     step.ended.store(true, Ordering::Release);
     true
 }
