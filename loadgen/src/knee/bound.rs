@@ -8,6 +8,8 @@
 //! than [`SERVICE_FAIL_WITHIN`] above the knee: then the knee is the service's, known to within
 //! that much.
 //! When every rate passed, the range this run generated (`--max-rate`) bound it.
+//! A rate measured twice (the search retries an inconclusive bracket top) is judged by its
+//! later step.
 
 use serde_json::Value;
 
@@ -71,6 +73,17 @@ pub fn decide_bound(steps: &[StepRecord], end: SearchEnd, max_rate: f64) -> (Bou
         ));
         (Bound::Service, evidence)
     } else if step.verdict.outcome == StepOutcome::Inconclusive {
+        let twice = steps.iter().any(|s| {
+            s.index != step.index
+                && s.observation.rate_target == step.observation.rate_target
+                && s.verdict.outcome == StepOutcome::Inconclusive
+        });
+        if twice {
+            evidence.push(format!(
+                "The search measured {} req/s twice, and the generator could not judge it either time.",
+                fmt_rate(step.observation.rate_target)
+            ));
+        }
         evidence.push(match step.saturation.as_deref() {
             Some(why) => format!(
                 "The generator flagged itself saturated in that step ({why}): it could not keep the schedule \
@@ -108,7 +121,8 @@ pub fn decide_bound(steps: &[StepRecord], end: SearchEnd, max_rate: f64) -> (Bou
     }
 }
 
-/// The step at the lowest rate above `knee` (any, without a knee) for which `which` holds.
+/// The step at the lowest rate above `knee` (any, without a knee) for which `which` holds; of
+/// two at the same rate, the later.
 fn lowest_above(
     steps: &[StepRecord],
     knee: Option<f64>,
@@ -121,6 +135,7 @@ fn lowest_above(
             a.observation
                 .rate_target
                 .total_cmp(&b.observation.rate_target)
+                .then(b.index.cmp(&a.index))
         })
 }
 
@@ -310,6 +325,44 @@ mod tests {
             decide_bound(&steps, SearchEnd::StepBudget, 1e6).0,
             Bound::Generator
         );
+    }
+
+    #[test]
+    fn a_retried_rate_is_judged_by_its_later_step() {
+        // 139k inconclusive, then the same rate failed as the service's: bound by the service
+        let steps = vec![
+            record(1, 133_000.0, Pass),
+            record(2, 139_000.0, Inconclusive),
+            record(3, 139_000.0, Fail),
+        ];
+        let (bound, evidence) = decide_bound(&steps, SearchEnd::Converged, 1e6);
+        assert_eq!(bound, Bound::Service);
+        assert!(evidence[0].contains("step 3"), "{evidence:?}");
+        // inconclusive both times: the generator's, and the evidence says it was tried twice
+        let steps = vec![
+            record(1, 133_000.0, Pass),
+            record(2, 139_000.0, Inconclusive),
+            record(3, 139_000.0, Inconclusive),
+        ];
+        let (bound, evidence) = decide_bound(&steps, SearchEnd::Converged, 1e6);
+        assert_eq!(bound, Bound::Generator);
+        assert!(evidence[0].contains("step 3"), "{evidence:?}");
+        assert!(
+            evidence
+                .iter()
+                .any(|e| e.contains("measured 139,000 req/s twice")),
+            "{evidence:?}"
+        );
+        // the retry passed: the knee is there, and the earlier step at that rate does not count
+        let steps = vec![
+            record(1, 133_000.0, Pass),
+            record(2, 139_000.0, Inconclusive),
+            record(3, 139_000.0, Pass),
+            record(4, 145_000.0, Fail),
+        ];
+        let (bound, evidence) = decide_bound(&steps, SearchEnd::Converged, 1e6);
+        assert_eq!(bound, Bound::Service);
+        assert!(evidence[0].contains("step 4"), "{evidence:?}");
     }
 
     #[test]

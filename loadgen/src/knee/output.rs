@@ -155,6 +155,13 @@ fn search_notes(f: &Finished<'_>, end: SearchEnd) -> Vec<String> {
             inconclusive.join(", step ")
         ));
     }
+    for &rate in search.retried() {
+        notes.push(format!(
+            "Measured {} req/s twice: the first step there was inconclusive and was the top of the bracket, so \
+             the search took the rate again; the later step stands.",
+            fmt_rate(rate)
+        ));
+    }
     if !args.warm_up.is_zero() {
         notes.push(format!(
             "Step 1 followed {:.1} s of unmeasured warm-up traffic at {} req/s (--warm-up).",
@@ -250,6 +257,7 @@ fn summary(f: &Finished<'_>, report: &Report, end: SearchEnd) -> Value {
         "search": {
             "end": end,
             "resolution": search.resolution(),
+            "retried": search.retried(),
             "start_rate": args.start_rate,
             "max_rate": args.max_rate,
             "max_steps": args.max_steps,

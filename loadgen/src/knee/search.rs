@@ -6,6 +6,12 @@
 //! bounds the bracket from above like a failure, since rates above it cannot be judged, but it
 //! is not counted as the service's failure: the knee never lands on it, and what bound the knee
 //! is then the generator ([`super::bound`]).
+//!
+//! An inconclusive step says nothing about the service, so before one ends the search as the
+//! bracket's top it is measured once more ([`Search::retried`]): near both limits (one generator
+//! core against one service core) the same rate is often judged the second time. The second
+//! step stands in its place: a pass moves the bracket up, a failure is the service's, and a
+//! second inconclusive step ends the search as before.
 
 use super::judge::StepOutcome;
 
@@ -60,7 +66,10 @@ pub struct Search {
     steps: u32,
     highest_pass: Option<f64>,
     lowest_fail: Option<f64>,
-    lowest_inconclusive: Option<f64>,
+    /// The rates of the inconclusive steps (a retried one's first step taken out).
+    inconclusive: Vec<f64>,
+    /// Rates measured a second time after an inconclusive step.
+    retried: Vec<f64>,
 }
 
 impl Search {
@@ -70,7 +79,8 @@ impl Search {
             steps: 0,
             highest_pass: None,
             lowest_fail: None,
-            lowest_inconclusive: None,
+            inconclusive: Vec::new(),
+            retried: Vec::new(),
         }
     }
 
@@ -89,12 +99,17 @@ impl Search {
 
     /// The lowest rate the generator could not keep.
     pub fn lowest_inconclusive(&self) -> Option<f64> {
-        self.lowest_inconclusive
+        self.inconclusive.iter().copied().reduce(f64::min)
+    }
+
+    /// Rates the search measured twice because the first step there was inconclusive.
+    pub fn retried(&self) -> &[f64] {
+        &self.retried
     }
 
     /// The top of the bracket: the lowest rate that did not pass, failed or inconclusive.
     pub fn upper(&self) -> Option<f64> {
-        match (self.lowest_fail, self.lowest_inconclusive) {
+        match (self.lowest_fail, self.lowest_inconclusive()) {
             (Some(f), Some(i)) => Some(f.min(i)),
             (f, i) => f.or(i),
         }
@@ -117,7 +132,7 @@ impl Search {
             }
             (Some(pass), Some(upper)) => {
                 if upper <= pass * (1.0 + p.tolerance) {
-                    return None;
+                    return self.retry_rate();
                 }
                 let mid = (pass * upper).sqrt();
                 let rounded = round_rate(mid);
@@ -130,7 +145,22 @@ impl Search {
         }
     }
 
+    /// The bracket's top once more, when it is an inconclusive step not yet retried (and no
+    /// failure is at or below it).
+    fn retry_rate(&self) -> Option<f64> {
+        let i = self.lowest_inconclusive()?;
+        let top = self.lowest_fail.is_none_or(|f| f > i);
+        (top && !self.retried.contains(&i)).then_some(i)
+    }
+
     pub fn record(&mut self, rate: f64, outcome: StepOutcome) {
+        if self.retry_rate() == Some(rate) {
+            // The second step at this rate replaces the inconclusive first one in the bracket.
+            self.retried.push(rate);
+            if let Some(first) = self.inconclusive.iter().position(|&r| r == rate) {
+                self.inconclusive.swap_remove(first);
+            }
+        }
         let lowest = |slot: Option<f64>| Some(slot.map_or(rate, |r: f64| r.min(rate)));
         self.steps += 1;
         match outcome {
@@ -138,9 +168,7 @@ impl Search {
                 self.highest_pass = Some(self.highest_pass.map_or(rate, |p| p.max(rate)));
             }
             StepOutcome::Fail => self.lowest_fail = lowest(self.lowest_fail),
-            StepOutcome::Inconclusive => {
-                self.lowest_inconclusive = lowest(self.lowest_inconclusive);
-            }
+            StepOutcome::Inconclusive => self.inconclusive.push(rate),
         }
     }
 
@@ -282,6 +310,62 @@ mod tests {
         assert_eq!(s.lowest_fail(), None);
         assert_eq!(s.upper(), s.lowest_inconclusive());
         assert!(tried.iter().filter(|&&r| r >= 30_000.0).count() >= 1);
+    }
+
+    #[test]
+    fn an_inconclusive_top_is_measured_once_more_and_a_pass_there_moves_the_bracket_up() {
+        // the generator could not judge 30k the first time; the second time it passed, and the
+        // service fails from 32k: the search goes on above 30k and finds the service's failure
+        let seen = std::cell::RefCell::new(Vec::new());
+        let (s, tried) = simulate(SearchPlan::new(2000.0, 100_000.0, 12), |r| match r {
+            r if r >= 32_000.0 => Fail,
+            r if r >= 30_000.0 => {
+                let again = seen.borrow().contains(&r);
+                seen.borrow_mut().push(r);
+                if again { Pass } else { Inconclusive }
+            }
+            _ => Pass,
+        });
+        assert_eq!(s.retried().len(), 1, "{tried:?}");
+        let retried = s.retried()[0];
+        assert_eq!(
+            tried.iter().filter(|&&r| r == retried).count(),
+            2,
+            "{tried:?}"
+        );
+        assert_eq!(s.lowest_inconclusive(), None, "{tried:?}");
+        assert_eq!(s.end(), SearchEnd::Converged, "{tried:?}");
+        assert!(s.highest_pass().unwrap() >= retried, "{tried:?}");
+        assert!(s.upper().unwrap() >= 32_000.0, "{tried:?}");
+        assert_eq!(s.upper(), s.lowest_fail());
+    }
+
+    #[test]
+    fn an_inconclusive_top_is_retried_once_and_a_failure_there_is_the_top() {
+        // from 30k, each rate inconclusive the first time and failed the second
+        let seen = std::cell::RefCell::new(Vec::new());
+        let (s, tried) = simulate(SearchPlan::new(2000.0, 100_000.0, 12), |r| {
+            if r < 30_000.0 {
+                return Pass;
+            }
+            let again = seen.borrow().contains(&r);
+            seen.borrow_mut().push(r);
+            if again { Fail } else { Inconclusive }
+        });
+        assert_eq!(s.retried().len(), 1, "{tried:?}");
+        let retried = s.retried()[0];
+        assert!((30_000.0..32_000.0).contains(&retried), "{tried:?}");
+        assert_eq!(s.lowest_fail(), Some(retried), "{tried:?}");
+        assert_eq!(s.upper(), Some(retried), "{tried:?}");
+        assert_eq!(s.lowest_inconclusive(), Some(32_000.0), "{tried:?}");
+        // inconclusive every time: one retry, then the search ends there
+        let (s, tried) = simulate(SearchPlan::new(2000.0, 100_000.0, 12), |r| {
+            if r >= 30_000.0 { Inconclusive } else { Pass }
+        });
+        assert_eq!(s.retried().len(), 1, "{tried:?}");
+        assert_eq!(tried.last(), s.retried().first(), "{tried:?}");
+        assert_eq!(s.upper(), s.lowest_inconclusive());
+        assert_eq!(s.end(), SearchEnd::Converged);
     }
 
     #[test]
