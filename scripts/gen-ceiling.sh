@@ -41,9 +41,9 @@ while (($#)); do
         *) fail "unknown argument $arg (see --help)" ;;
     esac
 done
-# The knee search starts at 8,000 req/s (not the default 2,000) so its 10 steps reach the knee of
-# a one-core linkr (about 100k req/s) with 4-5 left to bisect: 8k..128k is 5 steps, and from 2,000
-# the budget ran out at a 9% bracket. --max-rate is left at its default (above what one generator
+# The knee search starts at 8,000 req/s (not the default 2,000) so its 12 steps reach the knee of
+# a one-core linkr (about 100k-130k req/s) with 4-5 left to bisect and one to measure an
+# inconclusive bracket top again: 8k..128k is 5 steps. --max-rate is left at its default (above what one generator
 # core sends): the search ends on a step the service fails or the generator cannot keep.
 if ((QUICK)); then
     D=3; KNEE_ARGS=(--start-rate 16000 --step 3s --max-steps 6 --warm-up 1s --profile-seconds 1)

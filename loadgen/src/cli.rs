@@ -242,8 +242,12 @@ pub struct CompareArgs {
     pub max_regression: f64,
 }
 
-/// Most steps a knee search may take (`--max-steps`).
-pub const KNEE_MAX_STEPS: u32 = 10;
+/// Default step budget of a knee search (`--max-steps`): from the default 2,000 req/s a knee
+/// near 128k req/s takes 8 steps of ramp and 4 of bisection; from 8,000 (gen-ceiling) that leaves
+/// one for measuring an inconclusive bracket top again.
+pub const KNEE_MAX_STEPS: u32 = 12;
+/// The largest `--max-steps` accepted.
+pub const KNEE_STEP_LIMIT: u32 = 20;
 
 /// Default `--max-rate`: more than one generator core sends (about 150k req/s on the 2-core VM),
 /// so a search ends on a step the service fails or one the generator cannot keep, not on a cap.
@@ -327,8 +331,9 @@ pub struct KneeArgs {
     #[arg(long, value_name = "R", default_value_t = DEFAULT_MAX_RATE)]
     pub max_rate: f64,
 
-    /// Duration of each step. With the defaults (at most 10 steps of 8 s, then a 12 s profile
-    /// window at the knee, plus start-up and seeding) a run takes about two minutes, under three.
+    /// Duration of each step. With the defaults (at most 12 steps of 8 s, each that did not pass
+    /// followed by recovery probes, then a 12 s profile window at the knee, plus start-up and
+    /// seeding) a run takes about three minutes.
     #[arg(long, value_name = "D", default_value = "8s", value_parser = parse_duration)]
     pub step: Duration,
 
@@ -337,8 +342,8 @@ pub struct KneeArgs {
     #[arg(long, value_name = "D", default_value = "2s", value_parser = parse_duration_or_zero)]
     pub warm_up: Duration,
 
-    /// Step budget (at most 10).
-    #[arg(long, value_name = "N", default_value_t = KNEE_MAX_STEPS, value_parser = clap::value_parser!(u32).range(1..=KNEE_MAX_STEPS as i64))]
+    /// Step budget (at most 20).
+    #[arg(long, value_name = "N", default_value_t = KNEE_MAX_STEPS, value_parser = clap::value_parser!(u32).range(1..=KNEE_STEP_LIMIT as i64))]
     pub max_steps: u32,
 
     /// Arrival process of the schedule.

@@ -1,7 +1,7 @@
 //! `loadgen knee`: find the highest arrival rate the service sustains inside its latency
 //! objective, profile it there, and write the report.
 //!
-//! - [`search`]: the rate search, pure: ramp by doubling, then bisect to 5%, in at most 10 steps;
+//! - [`search`]: the rate search, pure: ramp by doubling, then bisect to 5%, within a step budget (12 by default);
 //! - [`judge`]: a step passes, fails, or is inconclusive when the generator lagged;
 //! - [`bound`]: what bound the knee, the service or the generator, and the evidence;
 //! - [`recovery`]: after a step that did not pass, the target drains and must be back near its

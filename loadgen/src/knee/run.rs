@@ -546,7 +546,7 @@ mod tests {
         assert_eq!(a.slo_p99, Duration::from_millis(10));
         assert_eq!(a.step, Duration::from_secs(8));
         assert_eq!(a.out, PathBuf::from("reports/latest"));
-        assert_eq!(a.max_steps, 10);
+        assert_eq!(a.max_steps, 12);
         assert_eq!(a.scenario, Scenario::Mixed);
         // the default run's budget: steps plus the profile window stay well inside 3 minutes
         let budget = a.step.as_secs() * u64::from(a.max_steps) + 2 * a.profile_seconds + 2;
@@ -556,7 +556,7 @@ mod tests {
             "--target or --spawn required"
         );
         assert!(Cli::try_parse_from(["knee", "--spawn", "--target", "http://x"]).is_err());
-        assert!(Cli::try_parse_from(["knee", "--spawn", "--max-steps", "11"]).is_err());
+        assert!(Cli::try_parse_from(["knee", "--spawn", "--max-steps", "21"]).is_err());
         let a = Cli::try_parse_from(["knee", "--target", "http://x", "--linkr", "/bin/linkr"])
             .unwrap()
             .knee;
