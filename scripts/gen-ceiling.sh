@@ -13,6 +13,10 @@
 #   4. knee: `loadgen knee --spawn --scenario redirect` ends bound by the service at >= 0.6x
 #      wrk's closed-loop throughput against the same linkr build with the same pinning.
 #
+# The host's speed drifts (other tenants), so wrk's closed loop runs again after the cost and
+# ceiling runs; a drift over 10%, or a server without headroom at the ceiling, is printed as a note
+# under the table.
+#
 # Usage: scripts/gen-ceiling.sh [--quick] [--strict] [--no-knee] [--no-reqwest] [--keep DIR]
 #   --quick   short runs (CI, information only); without it, goals 2 and 4 are also run with
 #             LOADGEN_DISPATCH=stride (wrk2's fixed slots per connection; the default sends each
@@ -102,6 +106,7 @@ run_loadgen() {
 calc() { awk "BEGIN {printf \"%.${2:-2}f\", $1}"; }
 
 ROWS=()
+NOTES=()
 FAILS=0
 # row FIGURE VALUE TARGET RATIO VERDICT
 row() { ROWS+=("$(printf '%-44s %-26s %-20s %-7s %s' "$@")"); [[ $5 == FAIL ]] && FAILS=$((FAILS + 1)); return 0; }
@@ -162,6 +167,22 @@ if ((!QUICK)); then
     share=$(calc "$achieved / $ceiling" 4)
     echo "    achieved $achieved req/s, saturated: $sat $(lg ceiling-stride '.saturation // ""'), p50 $(lg ceiling-stride .latency_us.p50) µs, p99 $(lg ceiling-stride .latency_us.p99) µs, $(calc "$(cpu ceiling-stride) * 1e6 / $(lg ceiling-stride .requests)") µs CPU/request"
     row "   clean ceiling, lean stride dispatch" "$share, saturated $sat" "(information)" "$share" "-"
+fi
+server_cpu=$(lg ceiling-lean '.service_cpu // 0')
+if awk "BEGIN {exit !($server_cpu >= 0.95)}"; then
+    NOTES+=("goal 2: the server itself used $(calc "$server_cpu * 100" 0)% of its core at 0.8x wrk's rate, so it had no headroom: the machine was slower then than during wrk's run")
+fi
+
+# The machine's speed drifts (other tenants on the host): wrk again, after the cost and ceiling
+# runs, shows whether goals 1 and 2 compared figures measured at different speeds.
+step "wrk -t1 -c32 -d${D}s again (drift check)"
+timed wrk32-after wrk -t1 -c32 -d"${D}s" "$URL"
+wrk_after=$(wrk_rps wrk32-after)
+drift=$(calc "$wrk_after / $wrk_rate" 3)
+echo "    $wrk_after req/s ($drift x the first), $(calc "$(cpu wrk32-after) * 1e6 / $(wrk_requests wrk32-after)") µs/request"
+row "   wrk closed loop, before / after" "$wrk_rate / $wrk_after" "(drift check)" "$drift" "-"
+if awk "BEGIN {exit !($drift < 0.9 || $drift > 1.1)}"; then
+    NOTES+=("wrk's closed loop ran at $drift x its first rate after the cost and ceiling runs: the machine's speed drifted by more than 10%, so goals 1 and 2 compared figures measured at different speeds; run again")
 fi
 
 step "floor: wrk -t1 -c1 --latency (one connection, closed loop)"
@@ -228,6 +249,7 @@ echo
 printf '%-44s %-26s %-20s %-7s %s\n' figure value target ratio verdict
 for r in "${ROWS[@]}"; do echo "$r"; done
 echo "(generator on CPU 1, server on CPU 0; ${D}s runs; $(date -u +%FT%TZ); load average $(cut -d' ' -f1-3 /proc/loadavg))"
+for n in "${NOTES[@]}"; do echo "note: $n"; done
 if [[ -n $KEEP ]]; then
     mkdir -p "$KEEP"
     rm -rf "${WORK:?}/bin"
