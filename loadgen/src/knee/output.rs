@@ -156,9 +156,20 @@ fn search_notes(f: &Finished<'_>, end: SearchEnd) -> Vec<String> {
         ));
     }
     for &rate in search.retried() {
+        let first = f
+            .searched
+            .steps
+            .iter()
+            .find(|s| s.observation.rate_target == rate)
+            .map(|s| s.verdict.outcome);
+        let why = if first == Some(StepOutcome::Fail) {
+            "failed below a rate whose step met the objective though the generator lagged"
+        } else {
+            "was inconclusive"
+        };
         notes.push(format!(
-            "Measured {} req/s twice: the first step there was inconclusive and was the top of the bracket, so \
-             the search took the rate again; the later step stands.",
+            "Measured {} req/s twice: the first step there {why} and was the top of the bracket, so the \
+             search took the rate again; the later step stands.",
             fmt_rate(rate)
         ));
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::findings::{Outcome, Searched, Target, WarmUp};
-use super::judge::Criteria;
+use super::judge::{Criteria, StepOutcome};
 use super::output::{self, Finished, ProfileOutcome};
 use super::profile_window::{profile_at_knee, window_length};
 use super::progress::Progress;
@@ -319,6 +319,11 @@ impl<'a> Session<'a> {
             match self.step(searched.steps.len() + 1, rate).await {
                 Ok(record) => {
                     searched.search.record(rate, record.verdict.outcome);
+                    if record.verdict.outcome == StepOutcome::Inconclusive
+                        && self.criteria.met_objective(&record.observation)
+                    {
+                        searched.search.note_met_while_lagging(rate);
+                    }
                     searched.steps.push(record);
                 }
                 Err(e) => interrupt_or(e, &mut searched)?,

@@ -11,7 +11,11 @@
 //! bracket's top it is measured once more ([`Search::retried`]): near both limits (one generator
 //! core against one service core) the same rate is often judged the second time. The second
 //! step stands in its place: a pass moves the bracket up, a failure is the service's, and a
-//! second inconclusive step ends the search as before.
+//! second inconclusive step ends the search as before. So is a failed top that a higher rate
+//! contradicts: one whose step met the objective though it was inconclusive (the generator
+//! lagged, which only adds latency), as when a run of slow answers fails one step of a service
+//! whose p99 sits near the objective. Only the trigger uses the inconclusive step; the verdict
+//! is the second step's.
 
 use super::judge::StepOutcome;
 
@@ -65,10 +69,12 @@ pub struct Search {
     plan: SearchPlan,
     steps: u32,
     highest_pass: Option<f64>,
-    lowest_fail: Option<f64>,
-    /// The rates of the inconclusive steps (a retried one's first step taken out).
+    /// The rates of the failed and the inconclusive steps (a retried one's first step taken out).
+    fails: Vec<f64>,
     inconclusive: Vec<f64>,
-    /// Rates measured a second time after an inconclusive step.
+    /// Rates of inconclusive steps whose figures met the objective.
+    met_while_lagging: Vec<f64>,
+    /// Rates measured a second time (see [`Search::retried`]).
     retried: Vec<f64>,
 }
 
@@ -78,8 +84,9 @@ impl Search {
             plan,
             steps: 0,
             highest_pass: None,
-            lowest_fail: None,
+            fails: Vec::new(),
             inconclusive: Vec::new(),
+            met_while_lagging: Vec::new(),
             retried: Vec::new(),
         }
     }
@@ -94,7 +101,7 @@ impl Search {
 
     /// The lowest rate that failed (the service missed the objective).
     pub fn lowest_fail(&self) -> Option<f64> {
-        self.lowest_fail
+        self.fails.iter().copied().reduce(f64::min)
     }
 
     /// The lowest rate the generator could not keep.
@@ -102,14 +109,15 @@ impl Search {
         self.inconclusive.iter().copied().reduce(f64::min)
     }
 
-    /// Rates the search measured twice because the first step there was inconclusive.
+    /// Rates the search measured twice (the first step there was an inconclusive top, or a
+    /// failed top below a rate that met the objective while the generator lagged).
     pub fn retried(&self) -> &[f64] {
         &self.retried
     }
 
     /// The top of the bracket: the lowest rate that did not pass, failed or inconclusive.
     pub fn upper(&self) -> Option<f64> {
-        match (self.lowest_fail, self.lowest_inconclusive()) {
+        match (self.lowest_fail(), self.lowest_inconclusive()) {
             (Some(f), Some(i)) => Some(f.min(i)),
             (f, i) => f.or(i),
         }
@@ -145,31 +153,43 @@ impl Search {
         }
     }
 
-    /// The bracket's top once more, when it is an inconclusive step not yet retried (and no
-    /// failure is at or below it).
+    /// The bracket's top once more, when it was not retried yet and is inconclusive, or failed
+    /// below a rate that met the objective while the generator lagged.
     fn retry_rate(&self) -> Option<f64> {
-        let i = self.lowest_inconclusive()?;
-        let top = self.lowest_fail.is_none_or(|f| f > i);
-        (top && !self.retried.contains(&i)).then_some(i)
+        let top = self.upper()?;
+        let failed = self.lowest_fail() == Some(top);
+        let contradicted = self.met_while_lagging.iter().any(|&r| r > top);
+        (!self.retried.contains(&top) && (!failed || contradicted)).then_some(top)
     }
 
     pub fn record(&mut self, rate: f64, outcome: StepOutcome) {
         if self.retry_rate() == Some(rate) {
-            // The second step at this rate replaces the inconclusive first one in the bracket.
+            // The second step at this rate replaces the first one in the bracket.
             self.retried.push(rate);
-            if let Some(first) = self.inconclusive.iter().position(|&r| r == rate) {
-                self.inconclusive.swap_remove(first);
+            let first = if self.lowest_fail() == Some(rate) {
+                &mut self.fails
+            } else {
+                &mut self.inconclusive
+            };
+            if let Some(i) = first.iter().position(|&r| r == rate) {
+                first.swap_remove(i);
             }
         }
-        let lowest = |slot: Option<f64>| Some(slot.map_or(rate, |r: f64| r.min(rate)));
         self.steps += 1;
         match outcome {
             StepOutcome::Pass => {
                 self.highest_pass = Some(self.highest_pass.map_or(rate, |p| p.max(rate)));
             }
-            StepOutcome::Fail => self.lowest_fail = lowest(self.lowest_fail),
+            StepOutcome::Fail => self.fails.push(rate),
             StepOutcome::Inconclusive => self.inconclusive.push(rate),
         }
+    }
+
+    /// An inconclusive step at `rate` met the objective (rate sent, p99 and errors within it)
+    /// though the generator lagged: a failure below it is measured again before it ends the
+    /// search.
+    pub fn note_met_while_lagging(&mut self, rate: f64) {
+        self.met_while_lagging.push(rate);
     }
 
     /// Why the search is over (meaningful once `next_rate` is `None`).
@@ -212,12 +232,24 @@ mod tests {
 
     /// Runs the search against a service whose step outcomes `outcome` gives by rate.
     fn simulate(plan: SearchPlan, outcome: impl Fn(f64) -> StepOutcome) -> (Search, Vec<f64>) {
+        simulate_noting(plan, |r| (outcome(r), false))
+    }
+
+    /// As [`simulate`], with whether an inconclusive step met the objective.
+    fn simulate_noting(
+        plan: SearchPlan,
+        outcome: impl Fn(f64) -> (StepOutcome, bool),
+    ) -> (Search, Vec<f64>) {
         let mut s = Search::new(plan);
         let mut tried = Vec::new();
         while let Some(r) = s.next_rate() {
             assert!(tried.len() < 100, "runaway search");
             tried.push(r);
-            s.record(r, outcome(r));
+            let (o, met) = outcome(r);
+            s.record(r, o);
+            if met {
+                s.note_met_while_lagging(r);
+            }
         }
         (s, tried)
     }
@@ -366,6 +398,47 @@ mod tests {
         assert_eq!(tried.last(), s.retried().first(), "{tried:?}");
         assert_eq!(s.upper(), s.lowest_inconclusive());
         assert_eq!(s.end(), SearchEnd::Converged);
+    }
+
+    #[test]
+    fn a_failed_top_below_a_rate_that_met_the_objective_is_measured_again() {
+        // The service holds up to 105k; 98.9k fails once (a run of slow answers), and 108k is
+        // inconclusive the first time but met the objective. The retry of 98.9k passes, and the
+        // search goes on up to the service's limit.
+        let seen = std::cell::RefCell::new(Vec::new());
+        let (s, tried) = simulate_noting(SearchPlan::new(8000.0, 1e6, 14), |r| {
+            let again = seen.borrow().contains(&r);
+            seen.borrow_mut().push(r);
+            match r {
+                r if r == 98_900.0 && !again => (Fail, false),
+                r if r == 108_000.0 && !again => (Inconclusive, true),
+                r if r <= 105_000.0 => (Pass, false),
+                _ => (Fail, false),
+            }
+        });
+        assert!(s.retried().contains(&98_900.0), "{tried:?}");
+        assert!(s.highest_pass().unwrap() >= 103_000.0, "{tried:?}");
+        assert_eq!(s.end(), SearchEnd::Converged, "{tried:?}");
+        // Without the step that met the objective, the failure stands: the knee is below it.
+        let seen = std::cell::RefCell::new(Vec::new());
+        let (s, tried) = simulate_noting(SearchPlan::new(8000.0, 1e6, 14), |r| {
+            let again = seen.borrow().contains(&r);
+            seen.borrow_mut().push(r);
+            match r {
+                r if r == 98_900.0 && !again => (Fail, false),
+                r if r == 108_000.0 && !again => (Inconclusive, false),
+                r if r <= 105_000.0 => (Pass, false),
+                _ => (Fail, false),
+            }
+        });
+        assert!(!s.retried().contains(&98_900.0), "{tried:?}");
+        assert!(s.highest_pass().unwrap() < 98_900.0, "{tried:?}");
+    }
+
+    #[test]
+    fn a_failure_with_nothing_above_it_that_met_the_objective_is_not_retried() {
+        let (s, tried) = simulate(SearchPlan::new(1000.0, 1e5, 12), below(30_000.0));
+        assert!(s.retried().is_empty(), "{tried:?}");
     }
 
     #[test]
