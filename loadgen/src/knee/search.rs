@@ -400,37 +400,31 @@ mod tests {
         assert_eq!(s.end(), SearchEnd::Converged);
     }
 
-    #[test]
-    fn a_failed_top_below_a_rate_that_met_the_objective_is_measured_again() {
-        // The service holds up to 105k; 98.9k fails once (a run of slow answers), and 108k is
-        // inconclusive the first time but met the objective. The retry of 98.9k passes, and the
-        // search goes on up to the service's limit.
+    /// A service that holds up to 105k: 98.9k fails the first time (a run of slow answers),
+    /// and 108k is inconclusive the first time, having met the objective when `met`.
+    fn noisy_near_the_knee(met: bool) -> (Search, Vec<f64>) {
         let seen = std::cell::RefCell::new(Vec::new());
-        let (s, tried) = simulate_noting(SearchPlan::new(8000.0, 1e6, 14), |r| {
+        simulate_noting(SearchPlan::new(8000.0, 1e6, 14), |r| {
             let again = seen.borrow().contains(&r);
             seen.borrow_mut().push(r);
             match r {
                 r if r == 98_900.0 && !again => (Fail, false),
-                r if r == 108_000.0 && !again => (Inconclusive, true),
+                r if r == 108_000.0 && !again => (Inconclusive, met),
                 r if r <= 105_000.0 => (Pass, false),
                 _ => (Fail, false),
             }
-        });
+        })
+    }
+
+    #[test]
+    fn a_failed_top_below_a_rate_that_met_the_objective_is_measured_again() {
+        // The retry of 98.9k passes, and the search goes on up to the service's limit.
+        let (s, tried) = noisy_near_the_knee(true);
         assert!(s.retried().contains(&98_900.0), "{tried:?}");
         assert!(s.highest_pass().unwrap() >= 103_000.0, "{tried:?}");
         assert_eq!(s.end(), SearchEnd::Converged, "{tried:?}");
         // Without the step that met the objective, the failure stands: the knee is below it.
-        let seen = std::cell::RefCell::new(Vec::new());
-        let (s, tried) = simulate_noting(SearchPlan::new(8000.0, 1e6, 14), |r| {
-            let again = seen.borrow().contains(&r);
-            seen.borrow_mut().push(r);
-            match r {
-                r if r == 98_900.0 && !again => (Fail, false),
-                r if r == 108_000.0 && !again => (Inconclusive, false),
-                r if r <= 105_000.0 => (Pass, false),
-                _ => (Fail, false),
-            }
-        });
+        let (s, tried) = noisy_near_the_knee(false);
         assert!(!s.retried().contains(&98_900.0), "{tried:?}");
         assert!(s.highest_pass().unwrap() < 98_900.0, "{tried:?}");
     }
