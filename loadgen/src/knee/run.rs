@@ -562,6 +562,8 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["knee", "--spawn", "--target", "http://x"]).is_err());
         assert!(Cli::try_parse_from(["knee", "--spawn", "--max-steps", "21"]).is_err());
+        let a = Cli::try_parse_from(["knee", "--spawn", "--max-steps", "20"]).unwrap();
+        assert_eq!(a.knee.max_steps, 20);
         let a = Cli::try_parse_from(["knee", "--target", "http://x", "--linkr", "/bin/linkr"])
             .unwrap()
             .knee;
