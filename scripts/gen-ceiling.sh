@@ -247,6 +247,10 @@ if ((KNEE)); then
     bound=$(jq -r '.bound // "unknown"' "$WORK/knee/summary.json" 2>/dev/null || echo unknown)
     row "4. knee (redirect), bound by $bound" "$knee req/s (wrk $linkr_wrk)" ">= 0.6x, service" \
         "$(calc "$knee / $linkr_wrk")" "$(verdict "$knee >= 0.6 * $linkr_wrk && \"$bound\" == \"service\"")"
+    if [[ $bound == generator ]]; then
+        why=$(jq -r '.bound_evidence[0] // ""' "$WORK/knee/summary.json")
+        NOTES+=("goal 4: the knee search ended bound by the generator at $knee req/s, not by linkr: $why")
+    fi
     if ((!QUICK)); then
         step "knee: the same with LOADGEN_DISPATCH=stride (wrk2's fixed slots), as information"
         LOADGEN_DISPATCH=stride "$BIN/loadgen" knee --spawn --scenario redirect --out "$WORK/knee-stride" \
