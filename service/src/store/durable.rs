@@ -35,6 +35,10 @@ pub(crate) const SCHEMA_VERSION: u64 = 1;
 const CACHE_BYTES: usize = 8 * 1024 * 1024;
 /// Most operations applied in one write transaction.
 const MAX_BATCH: usize = 1024;
+/// A click flush writes every link clicked in the last interval (10k links at 90k redirects/s
+/// over the load generator's seeds: 6 ms of CPU in one run). On a core it shares with the
+/// runtime's worker that is 6 ms without a redirect; it yields the core every this many links.
+const FLUSH_YIELD_EVERY: usize = 256;
 
 const HAS_EXPIRY: u8 = 1;
 
@@ -621,7 +625,10 @@ impl Writer {
         let (mut links, mut clicks) = (0, 0);
         {
             let mut table = txn.open_table(CLICKS)?;
-            for code in &self.spare {
+            for (i, code) in self.spare.iter().enumerate() {
+                if i > 0 && i % FLUSH_YIELD_EVERY == 0 {
+                    std::thread::yield_now();
+                }
                 // Clear the flag before reading the total: a click racing with this flush
                 // either is in the total or marks the link dirty again (both SeqCst).
                 let total = self.shared.index.with(code, |e| {
