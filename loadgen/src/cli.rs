@@ -38,9 +38,9 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Per-request path of `run` and `knee`: lean (a hyper HTTP/1 connection per user, requests
-    /// built in advance, one current-thread runtime, precise timer) or reqwest (goose's own
-    /// client, as before; for comparison, and for https targets).
+    /// Per-request path of `run` and `knee`: lean (a persistent HTTP/1.1 connection per user,
+    /// requests built in advance, responses parsed in place, one current-thread runtime, precise
+    /// timer) or reqwest (goose's own client, as before; for comparison, and for https targets).
     #[arg(long, global = true, value_enum, default_value_t = ClientKind::Lean)]
     pub client: ClientKind,
 }

@@ -51,8 +51,9 @@ pub struct StepConfig {
     pub service_pid: Option<u32>,
 }
 
-/// The per-request path of a step: `lean` (a hyper HTTP/1 connection per user, requests built
-/// in advance, users on one current-thread runtime) or `reqwest` (goose's own reqwest client).
+/// The per-request path of a step: `lean` (a persistent HTTP/1.1 connection per user, the
+/// engine's own or hyper's with `LOADGEN_H1=hyper`, requests built in advance, users on one
+/// current-thread runtime) or `reqwest` (goose's own reqwest client).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientKind {
