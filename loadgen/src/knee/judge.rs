@@ -163,13 +163,13 @@ impl Criteria {
         })
     }
 
-    /// The criteria `o` misses, as messages.
     /// The step's figures met the objective (rate sent, p99 and errors within it), whoever
     /// lagged.
     pub fn met_objective(&self, o: &Observation) -> bool {
         self.misses(o).is_empty()
     }
 
+    /// The criteria `o` misses, as messages.
     fn misses(&self, o: &Observation) -> Vec<String> {
         let mut reasons = Vec::new();
         let achieved = achieved_ratio(o);
@@ -279,22 +279,6 @@ mod tests {
             ..OK
         };
         assert_eq!(c.judge(&empty).outcome, StepOutcome::Fail);
-    }
-
-    #[test]
-    fn a_lagging_step_within_the_objective_is_inconclusive_but_met_it() {
-        let c = Criteria::new(Duration::from_millis(10));
-        let lagging = Observation {
-            generator_saturated: true,
-            ..OK
-        };
-        assert_eq!(c.judge(&lagging).outcome, StepOutcome::Inconclusive);
-        assert!(c.met_objective(&lagging));
-        let lagging_slow = Observation {
-            p99_us: 10_001,
-            ..lagging
-        };
-        assert!(!c.met_objective(&lagging_slow));
     }
 
     #[test]
@@ -420,6 +404,9 @@ mod tests {
         let v = c.judge(&saturated);
         assert_eq!(v.outcome, StepOutcome::Inconclusive);
         assert!(!v.passed());
+        // Its figures met the objective all the same (what the search's retry of a failure
+        // below it asks).
+        assert!(c.met_objective(&saturated));
         let slow = Observation {
             p99_us: 50_000,
             ..saturated
@@ -427,5 +414,6 @@ mod tests {
         let v = c.judge(&slow);
         assert_eq!(v.outcome, StepOutcome::Inconclusive);
         assert!(v.reasons[1].contains("also p99"), "{v:?}");
+        assert!(!c.met_objective(&slow));
     }
 }
