@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::bound::decide_bound;
 use super::findings::{Outcome, Searched, Target, WarmUp};
 use super::judge::{Criteria, StepOutcome};
-use super::search::SearchEnd;
+use super::search::{MILDER_FAILURE_FACTOR, SearchEnd};
 use super::step::{StepRecord, observe, run_object};
 use crate::cli::KneeArgs;
 use crate::driver::StepResult;
@@ -162,10 +162,14 @@ fn search_notes(f: &Finished<'_>, end: SearchEnd) -> Vec<String> {
             .iter()
             .find(|s| s.observation.rate_target == rate)
             .map(|s| s.verdict.outcome);
-        let why = if first == Some(StepOutcome::Fail) {
-            "failed below a rate whose step met the objective though the generator lagged"
+        let why = if search.retried_below_a_milder_failure(rate) {
+            format!(
+                "failed with a p99 at least {MILDER_FAILURE_FACTOR}x that of a failed step at a higher rate"
+            )
+        } else if first == Some(StepOutcome::Fail) {
+            "failed below a rate whose step met the objective though the generator lagged".into()
         } else {
-            "was inconclusive"
+            "was inconclusive".into()
         };
         notes.push(format!(
             "Measured {} req/s twice: the first step there {why} and was the top of the bracket, so the \

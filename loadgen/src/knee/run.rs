@@ -319,6 +319,10 @@ impl<'a> Session<'a> {
             match self.step(searched.steps.len() + 1, rate).await {
                 Ok(record) => {
                     searched.search.record(rate, record.verdict.outcome);
+                    if record.verdict.outcome == StepOutcome::Fail {
+                        let p99 = record.observation.p99_us;
+                        searched.search.note_failed_p99(rate, p99);
+                    }
                     if record.verdict.outcome == StepOutcome::Inconclusive
                         && self.criteria.met_objective(&record.observation)
                     {

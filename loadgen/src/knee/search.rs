@@ -15,12 +15,20 @@
 //! contradicts: one whose step met the objective though it was inconclusive (the generator
 //! lagged, which only adds latency), as when a run of slow answers fails one step of a service
 //! whose p99 sits near the objective. Only the trigger uses the inconclusive step; the verdict
-//! is the second step's.
+//! is the second step's. The same holds for a failed top whose p99 is at least
+//! [`MILDER_FAILURE_FACTOR`] times that of a failed step at a higher rate: a queue's latency
+//! does not fall as its load rises, so a lower rate failing much worse than a higher one points
+//! to a passing stall (of the host or the service), which a second step at that rate tells
+//! apart from the service's limit.
 
 use super::judge::StepOutcome;
 
 /// Bisection stops when the bracket's top is within this fraction above the highest pass.
 pub const TOLERANCE: f64 = 0.05;
+
+/// A failed top is measured again when its p99 is at least this many times a higher failed
+/// rate's (well above the step-to-step scatter of an overloaded queue's p99).
+pub const MILDER_FAILURE_FACTOR: u64 = 2;
 
 /// Parameters of the rate search.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,6 +82,8 @@ pub struct Search {
     inconclusive: Vec<f64>,
     /// Rates of inconclusive steps whose figures met the objective.
     met_while_lagging: Vec<f64>,
+    /// Rate and corrected p99 (µs) of each failed step, in order.
+    failed_p99: Vec<(f64, u64)>,
     /// Rates measured a second time (see [`Search::retried`]).
     retried: Vec<f64>,
 }
@@ -87,6 +97,7 @@ impl Search {
             fails: Vec::new(),
             inconclusive: Vec::new(),
             met_while_lagging: Vec::new(),
+            failed_p99: Vec::new(),
             retried: Vec::new(),
         }
     }
@@ -110,7 +121,8 @@ impl Search {
     }
 
     /// Rates the search measured twice (the first step there was an inconclusive top, or a
-    /// failed top below a rate that met the objective while the generator lagged).
+    /// failed top below a rate that met the objective while the generator lagged or that failed
+    /// much more mildly).
     pub fn retried(&self) -> &[f64] {
         &self.retried
     }
@@ -154,12 +166,31 @@ impl Search {
     }
 
     /// The bracket's top once more, when it was not retried yet and is inconclusive, or failed
-    /// below a rate that met the objective while the generator lagged.
+    /// below a rate that met the objective while the generator lagged or that failed much more
+    /// mildly.
     fn retry_rate(&self) -> Option<f64> {
         let top = self.upper()?;
         let failed = self.lowest_fail() == Some(top);
-        let contradicted = self.met_while_lagging.iter().any(|&r| r > top);
+        let contradicted =
+            self.met_while_lagging.iter().any(|&r| r > top) || self.failed_milder_above(top);
         (!self.retried.contains(&top) && (!failed || contradicted)).then_some(top)
+    }
+
+    /// Whether a failed step above `top` had a p99 under a [`MILDER_FAILURE_FACTOR`]th of
+    /// `top`'s first failed step.
+    fn failed_milder_above(&self, top: f64) -> bool {
+        let Some(&(_, top_p99)) = self.failed_p99.iter().find(|&&(r, _)| r == top) else {
+            return false;
+        };
+        self.failed_p99
+            .iter()
+            .any(|&(r, p99)| r > top && p99.saturating_mul(MILDER_FAILURE_FACTOR) <= top_p99)
+    }
+
+    /// Whether `rate`'s first failed step was measured again because a higher rate failed much
+    /// more mildly (for the report's note).
+    pub fn retried_below_a_milder_failure(&self, rate: f64) -> bool {
+        self.retried.contains(&rate) && self.failed_milder_above(rate)
     }
 
     pub fn record(&mut self, rate: f64, outcome: StepOutcome) {
@@ -190,6 +221,12 @@ impl Search {
     /// search.
     pub fn note_met_while_lagging(&mut self, rate: f64) {
         self.met_while_lagging.push(rate);
+    }
+
+    /// A failed step at `rate` had this corrected p99: a failure below it with a p99 at least
+    /// [`MILDER_FAILURE_FACTOR`] times as high is measured again before it ends the search.
+    pub fn note_failed_p99(&mut self, rate: f64, p99_us: u64) {
+        self.failed_p99.push((rate, p99_us));
     }
 
     /// Why the search is over (meaningful once `next_rate` is `None`).
@@ -427,6 +464,44 @@ mod tests {
         let (s, tried) = noisy_near_the_knee(false);
         assert!(!s.retried().contains(&98_900.0), "{tried:?}");
         assert!(s.highest_pass().unwrap() < 98_900.0, "{tried:?}");
+    }
+
+    /// A service that holds up to 86k: 83k fails the first time with a p99 of 43.6 ms (a stall),
+    /// where 90.5k failed at 11 ms (the 03:18 UTC run of 2026-12-02 in the README).
+    fn stalled_below_a_milder_failure(stall_p99_us: u64) -> (Search, Vec<f64>) {
+        let seen = std::cell::RefCell::new(Vec::new());
+        let mut s = Search::new(SearchPlan::new(8000.0, 1e6, 12));
+        let mut tried = Vec::new();
+        while let Some(r) = s.next_rate() {
+            assert!(tried.len() < 100, "runaway search");
+            tried.push(r);
+            let again = seen.borrow().contains(&r);
+            seen.borrow_mut().push(r);
+            let p99 = match r {
+                r if r == 83_000.0 && !again => Some(stall_p99_us),
+                r if r <= 86_000.0 => None,
+                r if r < 100_000.0 => Some(11_000),
+                _ => Some(150_000),
+            };
+            s.record(r, if p99.is_some() { Fail } else { Pass });
+            if let Some(p99) = p99 {
+                s.note_failed_p99(r, p99);
+            }
+        }
+        (s, tried)
+    }
+
+    #[test]
+    fn a_failed_top_far_worse_than_a_failure_above_it_is_measured_again() {
+        let (s, tried) = stalled_below_a_milder_failure(43_600);
+        assert!(s.retried().contains(&83_000.0), "{tried:?}");
+        assert!(s.retried_below_a_milder_failure(83_000.0));
+        assert!(s.highest_pass().unwrap() >= 83_000.0, "{tried:?}");
+        assert_eq!(s.end(), SearchEnd::Converged, "{tried:?}");
+        // A failure that is not clearly worse than the one above it stands.
+        let (s, tried) = stalled_below_a_milder_failure(20_000);
+        assert!(s.retried().is_empty(), "{tried:?}");
+        assert!(s.highest_pass().unwrap() < 83_000.0, "{tried:?}");
     }
 
     #[test]
