@@ -553,73 +553,85 @@ async fn run_lean(
             segment: seg,
             start_at,
         });
-        let for_users = step.clone();
-        let transaction: TransactionFunction = Arc::new(move |user| {
-            let step = for_users.clone();
-            Box::pin(async move { lean::drive_user(step, user).await })
-        });
-        let attack = attack(&args, name, transaction)?;
-        let driver = tokio::spawn(timer.clone().drive());
-        let probe = tokio::spawn(lean::probe(step.clone()));
-        let supervisor = tokio::spawn(lean::supervise(
-            step.clone(),
-            READY_TIMEOUT,
-            stop_requested,
-        ));
-        let executed = {
-            let _stdout = StdoutAside::enter();
-            attack.execute().await
-        };
-        // goose may stop before the schedule's end (Ctrl-C): end it.
-        timer.abort();
-        let started = supervisor.await.unwrap_or(false);
-        probe.abort();
-        let _ = probe.await;
-        driver.abort();
-        let _ = driver.await;
-        executed?;
-        if !started {
+        if !execute_lean(&step, &args, name, &timer).await? {
             return Err(LoadgenError::Goose(format!(
                 "the step never started: {} of {users} goose users connected within {READY_TIMEOUT:?}",
                 step.ready.load(Ordering::Relaxed)
             )));
         }
-        let cpu_us = step
-            .cpu_end_us
-            .load(Ordering::Relaxed)
-            .saturating_sub(step.cpu_start_us.load(Ordering::Relaxed));
-        Ok::<_, LoadgenError>(Measured {
-            client: ClientKind::Lean,
-            engine: format!(
-                "{}, {} dispatch",
-                engine::engine(),
-                if stride { "stride" } else { "stack" }
-            ),
-            rec: Recorder::default(),
-            probe: step.probe.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-            generator_cpu: cpu_us as f64 / duration.as_micros() as f64,
-            service_cpu: step.service_share(),
-            users,
-            max_in_flight: step.max_in_flight.load(Ordering::Relaxed),
-            pool_exhausted: step.behind.load(Ordering::Relaxed) > 0,
-            pool_short,
-            read_delay: (step.unstamped.load(Ordering::Relaxed) * 100
-                <= step.sent.load(Ordering::Relaxed))
-            .then(|| {
-                step.read_delay
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone()
-            }),
-            missed: slots.saturating_sub(step.sent.load(Ordering::Relaxed)),
-            goose_metrics,
-        })
+        Ok::<_, LoadgenError>(lean_measured(&step, slots, pool_short))
     })
     .await;
     stop_progress(progress).await;
     let mut measured = outcome??;
     measured.rec = registry.snapshot();
     Ok(measured)
+}
+
+/// Runs goose's attack for a lean step, with the timer's driver, the runtime probe and the
+/// supervisor that starts and ends the schedule beside it: whether the schedule started.
+async fn execute_lean(
+    step: &Arc<crate::engine::lean::LeanStep>,
+    args: &[String],
+    name: &'static str,
+    timer: &Arc<crate::engine::timer::Timer>,
+) -> Result<bool, LoadgenError> {
+    use crate::engine::lean;
+    let for_users = step.clone();
+    let transaction: TransactionFunction = Arc::new(move |user| {
+        let step = for_users.clone();
+        Box::pin(async move { lean::drive_user(step, user).await })
+    });
+    let attack = attack(args, name, transaction)?;
+    let driver = tokio::spawn(timer.clone().drive());
+    let probe = tokio::spawn(lean::probe(step.clone()));
+    let supervisor = tokio::spawn(lean::supervise(step.clone(), READY_TIMEOUT, stop_requested));
+    let executed = {
+        let _stdout = StdoutAside::enter();
+        attack.execute().await
+    };
+    // goose may stop before the schedule's end (Ctrl-C): end it.
+    timer.abort();
+    let started = supervisor.await.unwrap_or(false);
+    probe.abort();
+    let _ = probe.await;
+    driver.abort();
+    let _ = driver.await;
+    executed?;
+    Ok(started)
+}
+
+/// What a lean step measured, but its latencies (the caller takes them from the registry).
+fn lean_measured(step: &crate::engine::lean::LeanStep, slots: u64, pool_short: bool) -> Measured {
+    let cpu_us = step
+        .cpu_end_us
+        .load(Ordering::Relaxed)
+        .saturating_sub(step.cpu_start_us.load(Ordering::Relaxed));
+    let sent = step.sent.load(Ordering::Relaxed);
+    Measured {
+        client: ClientKind::Lean,
+        engine: format!(
+            "{}, {} dispatch",
+            crate::engine::engine(),
+            if step.stride { "stride" } else { "stack" }
+        ),
+        rec: Recorder::default(),
+        probe: step.probe.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        generator_cpu: cpu_us as f64 / step.duration.as_micros() as f64,
+        service_cpu: step.service_share(),
+        users: step.users,
+        max_in_flight: step.max_in_flight.load(Ordering::Relaxed),
+        pool_exhausted: step.behind.load(Ordering::Relaxed) > 0,
+        pool_short,
+        read_delay: (step.unstamped.load(Ordering::Relaxed) * 100 <= sent).then(|| {
+            step.read_delay
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        }),
+        missed: slots.saturating_sub(sent),
+        goose_metrics: step.goose_metrics,
+    }
 }
 
 /// The reqwest path: goose's own client on the caller's runtime, slots released by the pacer

@@ -701,23 +701,156 @@ impl LeanStep {
     }
 }
 
+/// One turn of a user: the slot it sends, and how it came by it.
+struct Turned {
+    /// The slot's number within this process's segment.
+    k: u64,
+    /// Every connection was busy when the slot fell due: it waited for this one.
+    waited_for_connection: bool,
+    /// This user hands the next slots on once it sends.
+    armed: bool,
+    /// Handed a slot already due: counted in flight by the user that handed it.
+    counted: bool,
+}
+
+impl Turned {
+    /// The turn the [`Dispatch`] gave (None: the schedule is over).
+    fn of(turn: Turn) -> Option<Self> {
+        let (k, waited_for_connection, armed) = match turn {
+            Turn::Over => return None,
+            Turn::Handed { slot, armed } => (slot, false, armed),
+            Turn::Freed(k) => (k, true, true),
+        };
+        Some(Turned {
+            k,
+            waited_for_connection,
+            armed,
+            counted: !waited_for_connection && !armed,
+        })
+    }
+}
+
+impl LeanStep {
+    /// User `j`'s `own`th turn under wrk2's dispatch: user `j` of `C` sends slots `j`, `j + C`,
+    /// ... on its connection.
+    fn stride_turn(&self, j: u64, own: &mut u64) -> Turned {
+        *own += 1;
+        Turned {
+            k: j + (*own - 1) * self.users,
+            waited_for_connection: true,
+            armed: false,
+            counted: false,
+        }
+    }
+
+    /// When the schedule's slot `slot` is due (None: past its end).
+    fn due(&self, t0: Instant, slot: u64) -> Option<Instant> {
+        (slot < self.schedule.len()).then(|| t0 + self.schedule.offset(slot))
+    }
+
+    /// Counts a request leaving at `sent`: an armed user first hands the next slots on.
+    #[inline]
+    fn count_sent(&self, turn: &Turned, t0: Instant, sent: Instant) {
+        if turn.armed {
+            let (index, count) = self.segment;
+            let already_due = self
+                .dispatch
+                .hand_on(&self.timer, |k| self.due(t0, index + k * count));
+            // Their connections are busy from now, though their users have not run yet.
+            self.in_flight.fetch_add(already_due, Ordering::Relaxed);
+        }
+        self.timer.request_sent(sent);
+        let in_flight = if turn.counted {
+            self.in_flight.load(Ordering::Relaxed)
+        } else {
+            self.in_flight.fetch_add(1, Ordering::Relaxed) + 1
+        };
+        self.max_in_flight.fetch_max(in_flight, Ordering::Relaxed);
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request done (read at `done`; its last byte arrived in the socket at `arrived`,
+    /// by the kernel's clock, if known).
+    #[inline]
+    fn count_done(&self, done: Instant, arrived: Option<Instant>) {
+        match arrived {
+            Some(at) => self
+                .read_delay
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .saturating_record(micros(done.saturating_duration_since(at))),
+            None => {
+                self.unstamped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.timer.request_done();
+    }
+}
+
+/// A pooled connection that is still open, or a new one (None: it could not connect; the first
+/// request tries again).
+async fn first_connection(addr: SocketAddr) -> Option<Conn> {
+    while let Some(mut c) = take_pooled(addr) {
+        if c.alive().await {
+            return Some(c);
+        }
+    }
+    Conn::open(addr).await.ok()
+}
+
+/// Sends `op`'s request for `slot` on `conn` (opened first if there is none) and reads its
+/// response: the status code. A connection the server closed since its last response is not
+/// this request's failure: it is replaced once.
+async fn exchange(
+    step: &LeanStep,
+    conn: &mut Option<Conn>,
+    (op, slot): (Op, u64),
+    rng: &mut SmallRng,
+    scratch: &mut Vec<u8>,
+    mut give_up: Pin<&mut tokio::time::Sleep>,
+) -> Result<u16, Outcome> {
+    let mut retried = false;
+    loop {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => conn.insert(Conn::open(step.endpoint.addr).await?),
+        };
+        let r = tokio::select! {
+            biased;
+            r = c.exchange(&step.requests, op, slot, rng, scratch) => r,
+            _ = give_up.as_mut() => Err(Failure::Failed(Outcome::Timeout)),
+        };
+        match r {
+            Ok(code) => return Ok(code),
+            Err(Failure::NotSent) if !retried => {
+                *conn = None;
+                retried = true;
+            }
+            Err(Failure::NotSent) => return Err(Outcome::Connect),
+            Err(Failure::Failed(o)) => return Err(o),
+        }
+    }
+}
+
+/// Gives goose the request's latency from its intended time, for its own report.
+async fn tell_goose(user: &mut GooseUser, op: Op, outcome: Outcome, latency: Duration) {
+    let (code, ok) = match outcome {
+        Outcome::Status { code, ok } => (Some(code), ok),
+        _ => (None, false),
+    };
+    let _ = user
+        .record_custom_request_duration(op.method(), op.name(), latency, ok, code, None)
+        .await;
+}
+
 /// One goose user: connect, wait for the start, send its slots, record them.
 pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> TransactionResult {
     let j = step.next_user.fetch_add(1, Ordering::AcqRel);
     if j >= step.users {
         return Ok(());
     }
-    let addr = step.endpoint.addr;
-    let mut conn = None;
-    while let Some(mut c) = take_pooled(addr) {
-        if c.alive().await {
-            conn = Some(c);
-            break;
-        }
-    }
-    if conn.is_none() {
-        conn = Conn::open(addr).await.ok();
-    }
+    let mut conn = first_connection(step.endpoint.addr).await;
     let mut started = step.started.subscribe();
     step.mark_ready();
     let t0 = match started.wait_for(Option::is_some).await {
@@ -728,30 +861,23 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
     let give_up = tokio::time::sleep_until((t_end + crate::scenarios::REQUEST_TIMEOUT).into());
     let mut give_up = pin!(give_up);
     let mut rng = SmallRng::seed_from_u64(j ^ 0x9E37_79B9_7F4A_7C15);
-    let (index, count) = step.segment;
-    let len = step.schedule.len();
     // When this user's connection was last free: its previous response read, and the end of
     // that response (when it arrived in the socket, or `free_at` without a timestamp).
-    let mut free_at = t0;
-    let mut answered_at = t0;
+    let (mut free_at, mut answered_at) = (t0, t0);
     let mut own = 0;
     // A create's request is written here (the others are prebuilt).
     let mut scratch = Vec::new();
     loop {
-        // `counted`: handed a slot already due, counted in flight by the user that handed it.
-        let (k, waited_for_connection, armed, counted) = if step.stride {
-            // wrk2's dispatch: user `j` of `C` sends slots `j`, `j + C`, ... on its connection.
-            own += 1;
-            (j + (own - 1) * step.users, true, false, false)
+        let turn = if step.stride {
+            step.stride_turn(j, &mut own)
         } else {
-            match step.dispatch.next_turn(j as u32).await {
-                Turn::Over => break,
-                Turn::Handed { slot, armed } => (slot, false, armed, !armed),
-                Turn::Freed(k) => (k, true, true, false),
+            match Turned::of(step.dispatch.next_turn(j as u32).await) {
+                Some(turn) => turn,
+                None => break,
             }
         };
-        let slot = index + k * count;
-        let intended = (slot < len).then(|| t0 + step.schedule.offset(slot));
+        let slot = step.segment.0 + turn.k * step.segment.1;
+        let intended = step.due(t0, slot);
         if let Some(intended) = intended {
             step.timer.sleep_until(intended).await;
         }
@@ -759,91 +885,45 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
         let Some(intended) =
             intended.filter(|_| !step.timer.is_aborted() && sent <= t_end + END_GRACE)
         else {
-            if counted {
+            if turn.counted {
                 step.in_flight.fetch_sub(1, Ordering::Relaxed);
             }
             step.dispatch.end();
             break;
         };
-        if armed {
-            let already_due = step.dispatch.hand_on(&step.timer, |k| {
-                let next = index + k * count;
-                (next < len).then(|| t0 + step.schedule.offset(next))
-            });
-            // Their connections are busy from now, though their users have not run yet.
-            step.in_flight.fetch_add(already_due, Ordering::Relaxed);
-        }
-        if waited_for_connection && free_at > intended {
+        step.count_sent(&turn, t0, sent);
+        if turn.waited_for_connection && free_at > intended {
             step.behind.fetch_add(1, Ordering::Relaxed);
         }
-        let available = available(intended, waited_for_connection, answered_at);
+        let available = available(intended, turn.waited_for_connection, answered_at);
         let op = step.plan.pick(&mut rng, slot);
-        step.timer.request_sent(sent);
-        let in_flight = if counted {
-            step.in_flight.load(Ordering::Relaxed)
-        } else {
-            step.in_flight.fetch_add(1, Ordering::Relaxed) + 1
-        };
-        step.max_in_flight.fetch_max(in_flight, Ordering::Relaxed);
-        step.sent.fetch_add(1, Ordering::Relaxed);
-        let mut retried = false;
-        let result = loop {
-            let c = match conn.as_mut() {
-                Some(c) => c,
-                None => match Conn::open(addr).await {
-                    Ok(c) => conn.insert(c),
-                    Err(e) => break Err(e),
-                },
-            };
-            let r = tokio::select! {
-                biased;
-                r = c.exchange(&step.requests, op, slot, &mut rng, &mut scratch) => r,
-                _ = &mut give_up => Err(Failure::Failed(Outcome::Timeout)),
-            };
-            match r {
-                Ok(code) => break Ok(code),
-                Err(Failure::NotSent) if !retried => {
-                    // Closed by the server since the last response: not this request's failure.
-                    conn = None;
-                    retried = true;
-                }
-                Err(Failure::NotSent) => break Err(Outcome::Connect),
-                Err(Failure::Failed(o)) => break Err(o),
-            }
-        };
+        let result = exchange(
+            &step,
+            &mut conn,
+            (op, slot),
+            &mut rng,
+            &mut scratch,
+            give_up.as_mut(),
+        )
+        .await;
         let done = Instant::now();
         let arrived = match (&result, conn.as_ref().and_then(Conn::arrived)) {
             (Ok(_), Some(at)) => Some(at.max(sent)),
             _ => None,
         };
+        step.count_done(done, arrived);
         // The response's latency ends when its last byte arrived (the kernel's timestamp), not
         // when the generator read it: the wait in the socket is the generator's, kept apart.
         let end = response_end(done, arrived);
-        match arrived {
-            Some(at) => step
-                .read_delay
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .saturating_record(micros(done.saturating_duration_since(at))),
-            None => {
-                step.unstamped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        step.in_flight.fetch_sub(1, Ordering::Relaxed);
-        step.timer.request_done();
         let outcome = match result {
             Ok(code) => Outcome::Status {
                 code,
                 ok: crate::scenarios::expected(op, code),
             },
-            Err(e) => {
-                // Reconnect for the next slot.
-                conn = None;
-                e
-            }
+            Err(e) => e,
         };
-        if conn.as_ref().is_some_and(|c| !c.reusable()) {
-            // The server closes it after this response.
+        // Reconnect for the next slot after a failure, or when the server closes this one.
+        if result.is_err() || conn.as_ref().is_some_and(|c| !c.reusable()) {
             conn = None;
         }
         step.registry.record(&Sample {
@@ -854,23 +934,9 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
             outcome,
         });
         if step.goose_metrics {
-            let (code, ok) = match outcome {
-                Outcome::Status { code, ok } => (Some(code), ok),
-                _ => (None, false),
-            };
-            let _ = user
-                .record_custom_request_duration(
-                    op.method(),
-                    op.name(),
-                    end - intended,
-                    ok,
-                    code,
-                    None,
-                )
-                .await;
+            tell_goose(user, op, outcome, end - intended).await;
         }
-        free_at = done;
-        answered_at = end;
+        (free_at, answered_at) = (done, end);
         if matches!(outcome, Outcome::Timeout) {
             break;
         }
@@ -879,7 +945,7 @@ pub async fn drive_user(step: Arc<LeanStep>, user: &mut GooseUser) -> Transactio
         && !step.timer.is_aborted()
         && c.alive().await
     {
-        put_back(addr, c);
+        put_back(step.endpoint.addr, c);
     }
     Ok(())
 }
