@@ -17,8 +17,8 @@
 # the lean client's cost run (goal 1 compares with their mean), and after the clean ceiling run,
 # whose rate the second sets (0.8x of it). A drift over 10% across the three, or a server without
 # headroom at the ceiling, is printed as a note under the table. So is every run in which the
-# hypervisor took more than 1% of either CPU ("steal" in /proc/stat): on a shared host that is
-# the commonest reason for a goal to fail, and only an open loop shows it.
+# hypervisor took more than 1% of either CPU ("steal" in /proc/stat): the host's stalls, which
+# an open loop counts in every request they delay and a closed loop (wrk) hides.
 #
 # Usage: scripts/gen-ceiling.sh [--quick] [--strict] [--no-knee] [--no-reqwest] [--keep DIR]
 #   --quick   short runs (CI, information only); without it, goals 2 and 4 are also run with
