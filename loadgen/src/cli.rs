@@ -737,7 +737,15 @@ pub fn summary(r: &StepResult) -> String {
             "\x20 service    cpu {:.0}% of its CPUs (its process, from /proc)\n",
             c * 100.0
         )
-    })
+    }) + &r
+        .host_steal
+        .filter(|s| *s >= crate::host_steal::NOTABLE)
+        .map_or(String::new(), |s| {
+            format!(
+                "\x20 host       took {:.1}% of a CPU (steal in /proc/stat): its stalls are in the latencies\n",
+                s * 100.0
+            )
+        })
 }
 
 #[cfg(test)]

@@ -158,6 +158,11 @@ pub struct StepResult {
     /// fraction of the CPUs it may run on; null when its process is not known (`knee --spawn`
     /// knows it).
     pub service_cpu: Option<f64>,
+    /// The largest share of one CPU's time that the hypervisor took during the schedule ("steal"
+    /// in `/proc/stat`, every CPU of the machine): the host's stalls, which slow the service and
+    /// the generator alike and show in neither's own figures. Null for the reqwest client and
+    /// for merged steps.
+    pub host_steal: Option<f64>,
     pub goose_metrics: bool,
     #[serde(skip)]
     pub corrected: Histogram<u64>,
@@ -396,6 +401,8 @@ struct Measured {
     generator_cpu: f64,
     /// The same for the service, when its process is known.
     service_cpu: Option<f64>,
+    /// The largest share of one CPU the host took over the schedule (lean client only).
+    host_steal: Option<f64>,
     users: u64,
     max_in_flight: u64,
     pool_exhausted: bool,
@@ -550,6 +557,8 @@ async fn run_lean(
             service: service_pid.and_then(ServiceCpu::of),
             service_start: std::sync::OnceLock::new(),
             service_end: std::sync::OnceLock::new(),
+            steal_start: std::sync::OnceLock::new(),
+            steal_end: std::sync::OnceLock::new(),
             segment: seg,
             start_at,
         });
@@ -619,6 +628,7 @@ fn lean_measured(step: &crate::engine::lean::LeanStep, slots: u64, pool_short: b
         probe: step.probe.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         generator_cpu: cpu_us as f64 / step.duration.as_micros() as f64,
         service_cpu: step.service_share(),
+        host_steal: step.host_steal(),
         users: step.users,
         max_in_flight: step.max_in_flight.load(Ordering::Relaxed),
         pool_exhausted: step.behind.load(Ordering::Relaxed) > 0,
@@ -738,6 +748,7 @@ async fn run_reqwest(cfg: &StepConfig) -> Result<Measured, LoadgenError> {
         probe: step.probe.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         generator_cpu: cpu_us as f64 / (cfg.duration.as_micros() as f64 * available_cpus() as f64),
         service_cpu: None,
+        host_steal: None,
         users,
         max_in_flight,
         pool_exhausted: max_in_flight >= users,
@@ -833,6 +844,7 @@ fn result(cfg: &StepConfig, m: Measured) -> StepResult {
         missed: m.missed,
         generator_cpu: (m.generator_cpu * 1000.0).round() / 1000.0,
         service_cpu: m.service_cpu.map(|c| (c * 1000.0).round() / 1000.0),
+        host_steal: m.host_steal.map(|c| (c * 1000.0).round() / 1000.0),
         goose_metrics: m.goose_metrics,
         corrected: rec.corrected,
         uncorrected: rec.uncorrected,

@@ -7,6 +7,7 @@ pub mod driver;
 pub mod engine;
 pub mod environment;
 pub mod error;
+pub mod host_steal;
 pub mod knee;
 pub mod merge;
 pub mod profile;

@@ -298,6 +298,7 @@ pub fn merge(parts: &[(String, SegmentFile)]) -> Result<Merged, LoadgenError> {
         missed,
         generator_cpu: (cpu / n as f64 * 1000.0).round() / 1000.0,
         service_cpu: None,
+        host_steal: None,
         goose_metrics,
         corrected,
         uncorrected,

@@ -250,6 +250,11 @@ fn run_writes_json_and_hgrm_and_applies_thresholds() {
         .as_f64()
         .expect("service_cpu with --service-pid");
     assert!(service_cpu > 0.0 && service_cpu <= 1.05, "{service_cpu}");
+    // The host's steal over the step is measured (this machine's /proc/stat has it).
+    let steal = v["host_steal"]
+        .as_f64()
+        .expect("host_steal for the lean client");
+    assert!((0.0..=1.0).contains(&steal), "{steal}");
     let h = std::fs::read_to_string(&hgrm).unwrap();
     assert!(h.contains("Percentile") && h.contains("#[Max"), "{h}");
     let out = String::from_utf8_lossy(&o.stdout);

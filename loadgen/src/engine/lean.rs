@@ -37,6 +37,7 @@ use tokio::net::TcpStream;
 use super::h1::{Failure, RawConn};
 use super::timer::Timer;
 use crate::error::LoadgenError;
+use crate::host_steal::CpuSteal;
 use crate::scenarios::{Op, Plan};
 use crate::schedule::Schedule;
 use crate::service_cpu::ServiceCpu;
@@ -671,6 +672,9 @@ pub struct LeanStep {
     pub service: Option<ServiceCpu>,
     pub service_start: OnceLock<Duration>,
     pub service_end: OnceLock<Duration>,
+    /// The host's steal on each CPU at the schedule's start and end ([`CpuSteal`]).
+    pub steal_start: OnceLock<CpuSteal>,
+    pub steal_end: OnceLock<CpuSteal>,
     /// This process's segment of the schedule: it sends the slots `k` with
     /// `k % segment.1 == segment.0` (`(0, 1)`: all of them).
     pub segment: (u64, u64),
@@ -685,6 +689,20 @@ impl LeanStep {
         if let Some(used) = self.service.as_ref().and_then(ServiceCpu::used) {
             let _ = at.set(used);
         }
+    }
+
+    /// Reads the host's steal into `at` (the schedule's start or end).
+    fn note_steal(at: &OnceLock<CpuSteal>) {
+        if let Some(steal) = CpuSteal::read() {
+            let _ = at.set(steal);
+        }
+    }
+
+    /// The largest share of one CPU that the host took over the schedule (None when a reading
+    /// failed).
+    pub fn host_steal(&self) -> Option<f64> {
+        let (start, end) = (self.steal_start.get()?, self.steal_end.get()?);
+        Some(start.largest_share(end, self.duration))
     }
 
     /// The service's CPU over the schedule, as a fraction of its CPUs (None without its process,
@@ -997,6 +1015,7 @@ pub async fn supervise(step: Arc<LeanStep>, ready_timeout: Duration, stop: fn() 
     let cpu = || super::thread_cpu_us().saturating_sub(step.timer.spun().as_micros() as u64);
     step.cpu_start_us.store(cpu(), Ordering::Relaxed);
     step.note_service_cpu(&step.service_start);
+    LeanStep::note_steal(&step.steal_start);
     let t_end = t0 + step.duration;
     loop {
         let now = Instant::now();
@@ -1013,6 +1032,7 @@ pub async fn supervise(step: Arc<LeanStep>, ready_timeout: Duration, stop: fn() 
     }
     step.cpu_end_us.store(cpu(), Ordering::Relaxed);
     step.note_service_cpu(&step.service_end);
+    LeanStep::note_steal(&step.steal_end);
     step.ended.store(true, Ordering::Release);
     true
 }

@@ -230,6 +230,7 @@ mod tests {
                 generator_delay_us: 0,
                 own_delay_max_us: None,
                 service_cpu: None,
+                host_steal: None,
             },
             verdict: Verdict {
                 outcome,

@@ -43,6 +43,8 @@ pub struct Observation {
     /// The service's CPU over the step, as a share of its CPUs (None when its process is not
     /// known).
     pub service_cpu: Option<f64>,
+    /// The largest share of one CPU the host took during the step (None when not measured).
+    pub host_steal: Option<f64>,
 }
 
 /// The three outcomes of a step.
@@ -254,6 +256,7 @@ mod tests {
         generator_delay_us: 0,
         own_delay_max_us: None,
         service_cpu: None,
+        host_steal: None,
     };
 
     #[test]
@@ -361,6 +364,7 @@ mod tests {
             generator_delay_us: 2_633,
             own_delay_max_us: Some(9_799),
             service_cpu: Some(0.97),
+            host_steal: None,
         };
         let v = c.judge(&lagged);
         assert_eq!(v.outcome, StepOutcome::Fail, "{v:?}");

@@ -48,7 +48,7 @@ impl Progress {
             )
         };
         eprintln!(
-            "step {}/{}: target {} req/s, achieved {}, p99 {} (uncorrected {}), errors {}{}{} -> {verdict}",
+            "step {}/{}: target {} req/s, achieved {}, p99 {} (uncorrected {}), errors {}{}{}{} -> {verdict}",
             r.index,
             self.max_steps,
             fmt_rate(o.rate_target),
@@ -65,6 +65,7 @@ impl Progress {
             } else {
                 ""
             },
+            steal_shown(o.host_steal),
         );
     }
 
@@ -78,5 +79,25 @@ impl Progress {
             p.errors,
             if p.recovered { "recovered" } else { "not yet" }
         );
+    }
+}
+
+/// ", host steal 3.1%" when the host took a notable share of a CPU during the step.
+fn steal_shown(steal: Option<f64>) -> String {
+    match steal {
+        Some(s) if s >= crate::host_steal::NOTABLE => format!(", host steal {:.1}%", s * 100.0),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notable_steal_is_shown_and_the_rest_left_out() {
+        assert_eq!(steal_shown(Some(0.031)), ", host steal 3.1%");
+        assert_eq!(steal_shown(Some(0.002)), "");
+        assert_eq!(steal_shown(None), "");
     }
 }

@@ -47,6 +47,7 @@ pub fn observe(r: &StepResult) -> Observation {
         generator_delay_us: r.generator_lag_us.p99,
         own_delay_max_us: r.own_lag_bounds_latency.then_some(r.generator_lag_us.max),
         service_cpu: r.service_cpu,
+        host_steal: r.host_steal,
     }
 }
 
