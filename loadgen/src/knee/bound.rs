@@ -49,6 +49,17 @@ pub fn decide_bound(steps: &[StepRecord], end: SearchEnd, max_rate: f64) -> (Bou
     let Some(step) = lowest_above(steps, knee, |s| !s.verdict.passed()) else {
         return untested_above(end, max_rate);
     };
+    let (bound, mut evidence) = from_deciding_step(steps, knee, step);
+    evidence.extend(host_stalls(step));
+    (bound, evidence)
+}
+
+/// The bound from `step`, the lowest rate above the knee that did not pass.
+fn from_deciding_step(
+    steps: &[StepRecord],
+    knee: Option<f64>,
+    step: &StepRecord,
+) -> (Bound, Vec<String>) {
     let mut evidence = vec![lowest_not_passing(step), where_latency_went(step)];
     // The lowest failure above the knee, and how far above it is (percent).
     let service_failed_close = knee.and_then(|k| {
@@ -119,6 +130,21 @@ pub fn decide_bound(steps: &[StepRecord], end: SearchEnd, max_rate: f64) -> (Bou
         ));
         (Bound::Service, evidence)
     }
+}
+
+/// A note when the host took a notable share of a CPU during the deciding step: its stalls
+/// slowed the service (or the generator) in that step, so the knee may sit below the service's
+/// own on a quiet host.
+fn host_stalls(step: &StepRecord) -> Option<String> {
+    let steal = step
+        .observation
+        .host_steal
+        .filter(|s| *s >= crate::host_steal::NOTABLE)?;
+    Some(format!(
+        "The host took {:.1}% of a CPU during that step (steal in /proc/stat): its stalls are in the step's \
+         latencies, so on a quiet host the knee may be higher. Run it again to tell.",
+        steal * 100.0
+    ))
 }
 
 /// The step at the lowest rate above `knee` (any, without a knee) for which `which` holds; of
@@ -260,6 +286,25 @@ mod tests {
         let (bound, evidence) = decide_bound(&steps, SearchEnd::Converged, 1e5);
         assert_eq!(bound, Bound::Service);
         assert!(evidence[0].contains("step 3"), "{evidence:?}");
+    }
+
+    #[test]
+    fn the_host_s_steal_in_the_deciding_step_is_in_the_evidence() {
+        let mut steps = vec![record(1, 1000.0, Pass), record(2, 2000.0, Fail)];
+        let quiet = decide_bound(&steps, SearchEnd::Converged, 1e5);
+        assert!(!quiet.1.iter().any(|e| e.contains("host")), "{quiet:?}");
+        steps[1].observation.host_steal = Some(0.034);
+        steps[0].observation.host_steal = Some(0.5);
+        let (bound, evidence) = decide_bound(&steps, SearchEnd::Converged, 1e5);
+        assert_eq!(bound, Bound::Service, "the verdict stands");
+        assert!(
+            evidence.last().unwrap().contains("host took 3.4% of a CPU"),
+            "{evidence:?}"
+        );
+        // Steal in a step that does not decide the bound is not evidence about it.
+        steps[1].observation.host_steal = Some(0.001);
+        let (_, evidence) = decide_bound(&steps, SearchEnd::Converged, 1e5);
+        assert!(!evidence.iter().any(|e| e.contains("host")), "{evidence:?}");
     }
 
     #[test]

@@ -166,6 +166,10 @@ fn search_notes(f: &Finished<'_>, end: SearchEnd) -> Vec<String> {
             format!(
                 "failed with a p99 at least {MILDER_FAILURE_FACTOR}x that of a failed step at a higher rate"
             )
+        } else if search.retried_after_host_stalls(rate) {
+            "failed while the host took a notable share of a CPU (steal in /proc/stat), so the miss may have \
+             been the host's"
+                .into()
         } else if first == Some(StepOutcome::Fail) {
             "failed below a rate whose step met the objective though the generator lagged".into()
         } else {
