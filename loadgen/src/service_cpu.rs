@@ -27,9 +27,7 @@ impl ServiceCpu {
     pub fn used(&self) -> Option<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
         let ticks = stat_cpu_ticks(&stat)?;
-        // SAFETY: sysconf only reads a system constant.
-        let per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        (per_s > 0).then(|| Duration::from_secs_f64(ticks as f64 / per_s as f64))
+        Some(Duration::from_secs_f64(ticks as f64 / ticks_per_second()?))
     }
 
     /// `used` between two readings over `wall`, as a fraction of the process's CPUs.
@@ -41,6 +39,13 @@ impl ServiceCpu {
             0.0
         }
     }
+}
+
+/// The kernel's clock ticks a second, the unit of the CPU times in `/proc` (None if unknown).
+pub fn ticks_per_second() -> Option<f64> {
+    // SAFETY: sysconf only reads a system constant.
+    let per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_s > 0).then_some(per_s as f64)
 }
 
 /// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line. The command name (field 2) is

@@ -702,7 +702,7 @@ impl LeanStep {
     /// failed).
     pub fn host_steal(&self) -> Option<f64> {
         let (start, end) = (self.steal_start.get()?, self.steal_end.get()?);
-        Some(start.largest_share(end, self.duration))
+        start.largest_share(end, self.duration)
     }
 
     /// The service's CPU over the schedule, as a fraction of its CPUs (None without its process,

@@ -320,12 +320,8 @@ impl<'a> Session<'a> {
                 Ok(record) => {
                     searched.search.record(rate, record.verdict.outcome);
                     if record.verdict.outcome == StepOutcome::Fail {
-                        let p99 = record.observation.p99_us;
-                        searched.search.note_failed_p99(rate, p99);
-                        let steal = record.observation.host_steal.unwrap_or(0.0);
-                        if steal >= crate::host_steal::NOTABLE {
-                            searched.search.note_failed_in_host_stalls(rate);
-                        }
+                        let o = &record.observation;
+                        searched.search.note_failure(rate, o.p99_us, o.host_steal);
                     }
                     if record.verdict.outcome == StepOutcome::Inconclusive
                         && self.criteria.met_objective(&record.observation)

@@ -129,7 +129,7 @@ impl Search {
 
     /// Rates the search measured twice (the first step there was an inconclusive top, or a
     /// failed top below a rate that met the objective while the generator lagged or that failed
-    /// much more mildly).
+    /// much more mildly, or one that failed during the host's stalls).
     pub fn retried(&self) -> &[f64] {
         &self.retried
     }
@@ -182,7 +182,7 @@ impl Search {
 
     /// The bracket's top once more, when it was not retried yet and is inconclusive, or failed
     /// below a rate that met the objective while the generator lagged or that failed much more
-    /// mildly.
+    /// mildly, or failed during the host's stalls.
     fn retry_rate(&self) -> Option<f64> {
         let top = self.upper()?;
         let failed = self.lowest_fail() == Some(top);
@@ -239,22 +239,22 @@ impl Search {
         self.met_while_lagging.push(rate);
     }
 
-    /// A failed step at `rate` ran while the host took a notable share of a CPU: as the
-    /// bracket's top it is measured again at once.
-    pub fn note_failed_in_host_stalls(&mut self, rate: f64) {
-        self.failed_in_host_stalls.push(rate);
+    /// A step at `rate` failed with this corrected p99, while the host took `host_steal` of a
+    /// CPU (the largest share; None: not measured). A failure below it with a p99 at least
+    /// [`MILDER_FAILURE_FACTOR`] times as high is measured again before it ends the search; one
+    /// during which the host took a notable share ([`crate::host_steal::NOTABLE`]) is measured
+    /// again at once.
+    pub fn note_failure(&mut self, rate: f64, p99_us: u64, host_steal: Option<f64>) {
+        self.failed_p99.push((rate, p99_us));
+        if host_steal.is_some_and(|s| s >= crate::host_steal::NOTABLE) {
+            self.failed_in_host_stalls.push(rate);
+        }
     }
 
     /// Whether `rate` was measured again because its first step failed during the host's stalls
     /// (for the report's note).
     pub fn retried_after_host_stalls(&self, rate: f64) -> bool {
         self.retried.contains(&rate) && self.failed_in_host_stalls.contains(&rate)
-    }
-
-    /// A failed step at `rate` had this corrected p99: a failure below it with a p99 at least
-    /// [`MILDER_FAILURE_FACTOR`] times as high is measured again before it ends the search.
-    pub fn note_failed_p99(&mut self, rate: f64, p99_us: u64) {
-        self.failed_p99.push((rate, p99_us));
     }
 
     /// Why the search is over (meaningful once `next_rate` is `None`).
@@ -496,8 +496,8 @@ mod tests {
 
     /// A service that holds up to 60k whose step at 32k fails the first time, during the host's
     /// stalls (the 09:55 UTC gen-ceiling run of 2026-12-02: 32,000 failed at p99 22.4 ms with
-    /// linkr at 48% CPU and 7% of a CPU stolen). `noted`: the run tells the search of the steal.
-    fn failed_once_in_host_stalls(noted: bool) -> (Search, Vec<f64>) {
+    /// linkr at 48% CPU and 7% of a CPU stolen). `steal`: what the host took during that step.
+    fn failed_once_in_host_stalls(steal: f64) -> (Search, Vec<f64>) {
         let mut s = Search::new(SearchPlan::new(8000.0, 1e6, 12));
         let mut tried: Vec<f64> = Vec::new();
         while let Some(r) = s.next_rate() {
@@ -506,8 +506,8 @@ mod tests {
             tried.push(r);
             let fail = stalled || r > 60_000.0;
             s.record(r, if fail { Fail } else { Pass });
-            if stalled && noted {
-                s.note_failed_in_host_stalls(r);
+            if fail {
+                s.note_failure(r, 20_000, Some(if stalled { steal } else { 0.0 }));
             }
         }
         (s, tried)
@@ -515,7 +515,7 @@ mod tests {
 
     #[test]
     fn a_failed_top_during_the_host_s_stalls_is_measured_again() {
-        let (s, tried) = failed_once_in_host_stalls(true);
+        let (s, tried) = failed_once_in_host_stalls(0.07);
         assert_eq!(
             tried[..4],
             [8_000.0, 16_000.0, 32_000.0, 32_000.0],
@@ -525,8 +525,8 @@ mod tests {
         let knee = s.highest_pass().unwrap();
         assert!((57_000.0..=60_000.0).contains(&knee), "{tried:?}");
         assert_eq!(s.end(), SearchEnd::Converged, "{tried:?}");
-        // Without the host's steal the failure stands, and the knee is below it.
-        let (s, tried) = failed_once_in_host_stalls(false);
+        // With steal below a notable share the failure stands, and the knee is below it.
+        let (s, tried) = failed_once_in_host_stalls(0.005);
         assert!(s.retried().is_empty(), "{tried:?}");
         assert!(s.highest_pass().unwrap() < 32_000.0, "{tried:?}");
     }
@@ -550,7 +550,7 @@ mod tests {
             };
             s.record(r, if p99.is_some() { Fail } else { Pass });
             if let Some(p99) = p99 {
-                s.note_failed_p99(r, p99);
+                s.note_failure(r, p99, None);
             }
         }
         (s, tried)
