@@ -171,6 +171,10 @@ sampled=$(header x-profile-sampled-cpu-seconds)
 used=$(header x-profile-process-cpu-seconds)
 coverage=$(awk -v s="${sampled:-0}" -v u="${used:-0}" 'BEGIN { if (u > 0) printf "%.0f%%", 100 * s / u; else print "n/a" }')
 step "done: $samples samples by $(header x-profile-mode), standing for $sampled s of the $used s of CPU linkr used (coverage $coverage)"
+steal=$(header x-profile-host-steal-seconds)
+if awk -v s="${steal:-0}" 'BEGIN { exit !(s > 0) }'; then
+    echo "    the host took $steal s of this machine's CPUs (steal) in the window: linkr's CPU time leaves it out, the perf sampler counts what fell on a running thread"
+fi
 ls -l "$OUT"/cpu.pb.gz "$OUT"/flamegraph.svg "$OUT"/cpu.folded "$OUT"/allocs.json | awk '{ printf "    %8d  %s\n", $5, $NF }'
 if [[ $samples -eq 0 ]]; then
     echo "WARNING: the profile holds no samples: linkr used $used s of CPU in the window." >&2

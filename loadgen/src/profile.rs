@@ -83,6 +83,7 @@ impl AdminClient {
             samples: text("x-profile-samples").and_then(|v| v.parse().ok()),
             sampled_cpu_seconds: number("x-profile-sampled-cpu-seconds"),
             process_cpu_seconds: number("x-profile-process-cpu-seconds"),
+            host_steal_seconds: number("x-profile-host-steal-seconds"),
         })
     }
 
@@ -156,6 +157,9 @@ pub struct Capture {
     pub samples: Option<u64>,
     pub sampled_cpu_seconds: Option<f64>,
     pub process_cpu_seconds: Option<f64>,
+    /// CPU time the hypervisor took from linkr's machine during the window, all CPUs together.
+    /// linkr's CPU time leaves it out and its perf sampler counts what fell on a running thread.
+    pub host_steal_seconds: Option<f64>,
 }
 
 impl Capture {
@@ -173,9 +177,16 @@ impl Capture {
             .coverage()
             .map(|c| format!(" ({:.0}%)", c * 100.0))
             .unwrap_or_default();
+        let steal = match self.host_steal_seconds {
+            Some(s) if s > 0.0 => format!(
+                " The host took {s:.2} s of the machine's CPUs (steal): linkr's CPU time leaves \
+                 that out, a perf sampler counts what of it fell on a running thread."
+            ),
+            _ => String::new(),
+        };
         Some(format!(
             "Sampler {mode}: the samples stand for {sampled:.2} s of the {used:.2} s of CPU \
-             linkr used in the window{share}."
+             linkr used in the window{share}.{steal}"
         ))
     }
 }
@@ -498,6 +509,7 @@ c{} +Inf"#,
             samples: Some(490),
             sampled_cpu_seconds: Some(4.9),
             process_cpu_seconds: Some(4.94),
+            host_steal_seconds: Some(0.0),
         };
         assert_eq!(&*c, b"a;b 3\n");
         assert!((c.coverage().unwrap() - 0.9919).abs() < 1e-3);
@@ -505,6 +517,17 @@ c{} +Inf"#,
             c.coverage_note().unwrap(),
             "Sampler perf-events: the samples stand for 4.90 s of the 4.94 s of CPU linkr used \
              in the window (99%)."
+        );
+        let stolen = Capture {
+            sampled_cpu_seconds: Some(5.3),
+            host_steal_seconds: Some(0.41),
+            ..c.clone()
+        };
+        assert_eq!(
+            stolen.coverage_note().unwrap(),
+            "Sampler perf-events: the samples stand for 5.30 s of the 4.94 s of CPU linkr used \
+             in the window (107%). The host took 0.41 s of the machine's CPUs (steal): linkr's \
+             CPU time leaves that out, a perf sampler counts what of it fell on a running thread."
         );
         let old_linkr = Capture {
             mode: None,

@@ -198,6 +198,7 @@ async fn cpu_profile(
         samples = profile.samples(),
         sampled_cpu_s = profile.sampled_time().as_secs_f64(),
         process_cpu_s = profile.cpu_time().as_secs_f64(),
+        host_steal_s = profile.host_steal().map(|s| s.as_secs_f64()),
         "CPU profile captured"
     );
     render(profile, req.format).await
@@ -223,6 +224,7 @@ async fn last_profile(
 async fn render(profile: Arc<profiling::Profile>, format: Format) -> Result<Response, AdminError> {
     let (samples, mode) = (profile.samples(), profile.mode());
     let (sampled, cpu) = (profile.sampled_time(), profile.cpu_time());
+    let steal = profile.host_steal();
     let body = tokio::task::spawn_blocking(move || profile.render(format))
         .await
         .map_err(|e| ProfileError::Failed(e.to_string()))??;
@@ -233,7 +235,7 @@ async fn render(profile: Arc<profiling::Profile>, format: Format) -> Result<Resp
     let seconds = |d: std::time::Duration| {
         HeaderValue::from_str(&format!("{:.3}", d.as_secs_f64())).expect("a number")
     };
-    Ok((
+    let mut res = (
         [
             (
                 header::CONTENT_TYPE,
@@ -262,7 +264,14 @@ async fn render(profile: Arc<profiling::Profile>, format: Format) -> Result<Resp
         ],
         body,
     )
-        .into_response())
+        .into_response();
+    if let Some(steal) = steal {
+        res.headers_mut().insert(
+            HeaderName::from_static("x-profile-host-steal-seconds"),
+            seconds(steal),
+        );
+    }
+    Ok(res)
 }
 
 #[derive(Debug, serde::Serialize)]

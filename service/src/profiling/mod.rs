@@ -23,6 +23,7 @@
 mod itimer;
 mod perf;
 mod render;
+mod steal;
 mod symbols;
 mod threads;
 mod timer;
@@ -280,6 +281,7 @@ pub struct Profile {
     started: std::time::SystemTime,
     duration: Duration,
     cpu_time: Duration,
+    host_steal: Option<Duration>,
     stacks: Vec<Stack>,
     threads: Vec<ThreadUsage>,
     lost: u64,
@@ -499,6 +501,7 @@ struct Raw {
     started: std::time::SystemTime,
     duration: Duration,
     cpu_time: Duration,
+    host_steal: Option<Duration>,
     samples: Samples,
     threads: Threads,
     /// Already symbolised (the `itimer` sampler).
@@ -516,6 +519,7 @@ fn run(
     let started = std::time::SystemTime::now();
     let start = Instant::now();
     let cpu_before = process_cpu_time();
+    let steal_before = steal::machine_steal();
     let mut samples = Samples::default();
     let mut threads = Threads::default();
     rescan(&mut sampler, &mut threads, &mut samples);
@@ -532,6 +536,8 @@ fn run(
     }
     sampler.stop();
     let cpu_time = process_cpu_time().saturating_sub(cpu_before);
+    let host_steal =
+        Option::zip(steal_before, steal::machine_steal()).map(|(b, a)| a.saturating_sub(b));
     let duration = start.elapsed();
     for (&tid, t) in &mut threads.live {
         if let Some(cpu) = thread_cpu_time(tid) {
@@ -549,6 +555,7 @@ fn run(
         started,
         duration,
         cpu_time,
+        host_steal,
         samples,
         threads,
         stacks,
@@ -675,6 +682,7 @@ impl Raw {
             started: self.started,
             duration: self.duration,
             cpu_time: self.cpu_time,
+            host_steal: self.host_steal,
             stacks,
             threads,
             lost: self.samples.lost,
@@ -707,6 +715,14 @@ impl Profile {
     /// CPU time (user + system) the whole process used during the capture window.
     pub fn cpu_time(&self) -> Duration {
         self.cpu_time
+    }
+
+    /// CPU time the hypervisor took from this machine's CPUs during the window, all CPUs together
+    /// (`/proc/stat`'s steal, in 10 ms ticks; None where it cannot be read). The process's CPU
+    /// time leaves it out; the `perf-events` samplers' clock counts what of it fell while a
+    /// thread was running, so their sampled time can exceed the process's CPU by up to this.
+    pub fn host_steal(&self) -> Option<Duration> {
+        self.host_steal
     }
 
     /// CPU time the samples stand for.

@@ -38,6 +38,18 @@ impl Profile {
         if self.lost() > 0 {
             let _ = write!(line, "; {} samples lost (buffer full)", self.lost());
         }
+        if let Some(steal) = self.host_steal().filter(|s| !s.is_zero()) {
+            let _ = write!(
+                line,
+                "; the host took {:.2} s of this machine's CPUs (steal){}",
+                steal.as_secs_f64(),
+                match self.mode() {
+                    Mode::PerfEvents | Mode::PerfEventsUserOnly =>
+                        ", which perf's clock counts as the threads' own",
+                    _ => "",
+                }
+            );
+        }
         line
     }
 
@@ -242,5 +254,49 @@ impl Strings {
         self.table.push(s.to_string());
         self.index.insert(s.to_string(), i);
         i
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn profile(mode: Mode, host_steal: Option<Duration>) -> Profile {
+        Profile {
+            mode,
+            frequency: 100,
+            period: Duration::from_millis(10),
+            started: std::time::SystemTime::UNIX_EPOCH,
+            duration: Duration::from_secs(1),
+            cpu_time: Duration::from_millis(500),
+            host_steal,
+            stacks: Vec::new(),
+            threads: Vec::new(),
+            lost: 0,
+        }
+    }
+
+    #[test]
+    fn the_host_s_steal_is_in_the_coverage_line_and_what_it_does_to_perf() {
+        let stolen = Some(Duration::from_millis(120));
+        let line = profile(Mode::PerfEvents, stolen).coverage_line();
+        assert!(
+            line.ends_with(
+                "; the host took 0.12 s of this machine's CPUs (steal), which perf's clock \
+                 counts as the threads' own"
+            ),
+            "{line}"
+        );
+        let line = profile(Mode::ThreadTimers, stolen).coverage_line();
+        assert!(
+            line.ends_with("; the host took 0.12 s of this machine's CPUs (steal)"),
+            "{line}"
+        );
+        for none in [None, Some(Duration::ZERO)] {
+            let line = profile(Mode::PerfEvents, none).coverage_line();
+            assert!(!line.contains("steal"), "{line}");
+        }
     }
 }
