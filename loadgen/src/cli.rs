@@ -266,8 +266,9 @@ passing rate and the lowest rate above it that did not pass until they are withi
 10 steps. A step passes when the achieved rate is >= 99% of the target, the corrected p99 <=
 --slo-p99, and errors <= 0.1%. A step in which the generator could not keep its schedule is
 inconclusive: neither pass nor fail, never the knee; the search stays below it and the knee is then
-bound by the generator. (A step whose p99 misses by more than the generator's largest own delay,
-with the rate sent, still fails as the service's.) After a step that did not pass, the target drains and 1 s probes at a low
+bound by the generator. A step whose only miss is its p99, by less than the generator's largest
+own delay, is inconclusive too; one that misses by more, with the rate sent, fails as the
+service's even when the generator lagged. After a step that did not pass, the target drains and 1 s probes at a low
 rate must show it back near its baseline (the p99 of the same probe around the --warm-up) before
 the next step.
 At the knee the rate is held for a profile window (2 x --profile-seconds + 2 s) while a CPU
