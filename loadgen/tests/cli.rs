@@ -193,6 +193,33 @@ fn a_missing_linkr_binary_is_a_setup_error() {
     assert!(stderr(&o).contains("/nonexistent/linkr"), "{}", stderr(&o));
 }
 
+/// goose prints "N users launched." on every step; the lab's output leaves it out unless
+/// `LOADGEN_VERBOSE=1` asks for goose's own lines (which shows the check can see them).
+#[test]
+fn goose_s_users_launched_line_is_left_out_unless_verbose() {
+    let server = driver_support::start_in_background();
+    let target = format!("{}/hello", server.base);
+    let run = |verbose: &str| {
+        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(["run", "--target", &target, "--scenario", "get"])
+            .args(["--rate", "100", "--duration", "1s"])
+            .env("LOADGEN_VERBOSE", verbose)
+            .output()
+            .expect("run loadgen")
+    };
+    let both = |o: &Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(o));
+    let quiet = run("0");
+    assert_eq!(quiet.status.code(), Some(0), "{}", both(&quiet));
+    assert!(!both(&quiet).contains("users launched"), "{}", both(&quiet));
+    let verbose = run("1");
+    assert_eq!(verbose.status.code(), Some(0), "{}", both(&verbose));
+    assert!(
+        stderr(&verbose).contains("users launched"),
+        "{}",
+        both(&verbose)
+    );
+}
+
 #[test]
 fn run_writes_json_and_hgrm_and_applies_thresholds() {
     let server = driver_support::start_in_background();
