@@ -177,11 +177,13 @@ impl Capture {
             .coverage()
             .map(|c| format!(" ({:.0}%)", c * 100.0))
             .unwrap_or_default();
+        // Only perf's clock runs on through steal; the thread timers run on the CPU clocks.
         let steal = match self.host_steal_seconds {
-            Some(s) if s > 0.0 => format!(
+            Some(s) if s > 0.0 && mode.starts_with("perf") => format!(
                 " The host took {s:.2} s of the machine's CPUs (steal): linkr's CPU time leaves \
                  that out, a perf sampler counts what of it fell on a running thread."
             ),
+            Some(s) if s > 0.0 => format!(" The host took {s:.2} s of the machine's CPUs (steal)."),
             _ => String::new(),
         };
         Some(format!(
@@ -528,6 +530,16 @@ c{} +Inf"#,
             "Sampler perf-events: the samples stand for 5.30 s of the 4.94 s of CPU linkr used \
              in the window (107%). The host took 0.41 s of the machine's CPUs (steal): linkr's \
              CPU time leaves that out, a perf sampler counts what of it fell on a running thread."
+        );
+        let timers = Capture {
+            mode: Some("thread-timers".into()),
+            ..stolen
+        };
+        assert!(
+            timers
+                .coverage_note()
+                .unwrap()
+                .ends_with("(107%). The host took 0.41 s of the machine's CPUs (steal).")
         );
         let old_linkr = Capture {
             mode: None,
