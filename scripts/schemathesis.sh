@@ -128,53 +128,31 @@ grep -E '^\s*[0-9]+ generated|^=+ .* in [0-9.]+s =+$' "$DIR/output.txt" | sed 's
 stop_linkr
 trap - EXIT
 
-# Figures from schemathesis's report, and the 5xx count from linkr's own access log.
-figures=$(python3 - "$DIR/report.json" "$DIR/linkr.log" "$code" <<'EOF'
+# Figures from schemathesis's report, and the 5xx count from linkr's own access log (the lines
+# after the first /readyz 200: see `reliability.py server-errors`).
+access=$(python3 scripts/lib/reliability.py server-errors "$DIR/linkr.log")
+python3 -c '
 import json, sys
-report_path, log_path, code = sys.argv[1:]
+for line in json.loads(sys.argv[1])["server_error_lines"]:
+    print("schemathesis.sh: a 5xx in the access log: " + line)' "$access"
+figures=$(python3 - "$DIR/report.json" "$code" "$access" <<'EOF'
+import json, sys
+report_path, code, access = sys.argv[1:]
+access = json.loads(access)
 try:
     report = json.load(open(report_path))
 except (OSError, ValueError):
     report = {}
 cases = report.get("test_cases", {})
 failures = report.get("failures", [])
-server_errors = 0
-requests = 0
-# The script's own /readyz polls before "ready" are 503 by design. A request is counted when it
-# started after "ready" was logged (its access-log line is written when it ends: end - latency),
-# so a poll that was answered 503 just before and logged just after is not a server error.
-from datetime import datetime, timedelta
-def when(entry):
-    try:
-        return datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00"))
-    except (KeyError, ValueError, AttributeError):
-        return None
-ready_at = None
-for line in open(log_path, errors="replace"):
-    try:
-        entry = json.loads(line)
-    except ValueError:
-        continue
-    if ready_at is None and entry.get("message") == "ready":
-        ready_at = when(entry)
-    if ready_at is None or entry.get("message") != "request":
-        continue
-    ended = when(entry)
-    latency = entry.get("latency_us")
-    if ended is not None and isinstance(latency, int) and ended - timedelta(microseconds=latency) < ready_at:
-        continue
-    status = entry.get("status")
-    if isinstance(status, int):
-        requests += 1
-        server_errors += status >= 500
 print(json.dumps({
     "schemathesis_cases": cases.get("generated"),
     "failures": sum(f.get("count", 1) for f in failures) if report else None,
     "unique_failures": cases.get("unique_failures"),
     "errors": len(report.get("errors", [])) if report else None,
     "operations": report.get("operations", {}).get("tested"),
-    "server_errors": server_errors,
-    "requests_logged": requests,
+    "server_errors": access["server_errors"],
+    "requests_logged": access["requests"],
     "exit_code": int(code),
 }))
 EOF

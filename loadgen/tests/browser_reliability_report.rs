@@ -357,3 +357,43 @@ fn reliability_summary_reads_the_test_stages_log_with_show_output() {
     assert_eq!(summary["recovery_ms"], 40);
     assert!(summary["server_errors"].is_null(), "not measured");
 }
+
+/// The schemathesis part's 5xx count (`reliability.py server-errors`, run by
+/// `scripts/schemathesis.sh` on linkr's access log). The log is the one that failed CI once: a
+/// startup poll answered 503 by the starting app but logged with a start after `ready`. Only the
+/// lines after the first `/readyz` 200 are the client's; a 5xx among them is counted.
+#[test]
+fn schemathesis_5xx_count_skips_the_startup_polls_and_counts_the_client_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("linkr.log");
+    let line = |t: &str, route: &str, status: u16, latency: u32| {
+        format!(
+            r#"{{"timestamp":"2026-12-02T16:28:{t}Z","level":"INFO","message":"request","method":"GET","route":"{route}","status":{status},"latency_us":{latency},"target":"linkr::access"}}"#
+        )
+    };
+    let lines = [
+        line("09.790000", "/readyz", 503, 250),
+        r#"{"timestamp":"2026-12-02T16:28:09.801048Z","level":"INFO","message":"ready","links":0}"#
+            .to_string(),
+        // started (end - latency) after `ready`, yet one of the script's polls
+        line("09.801500", "/readyz", 503, 100),
+        "not json".to_string(),
+        line("09.905000", "/readyz", 200, 400),
+        line("09.917000", "/readyz", 200, 300),
+        line("09.918000", "/api/v1/links", 201, 900),
+        line("09.919000", "/api/v1/links/{code}", 500, 700),
+    ];
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let out = Command::new("python3")
+        .arg(script())
+        .arg("server-errors")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let counted: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(counted["requests"], 3, "{counted}");
+    assert_eq!(counted["server_errors"], 1, "{counted}");
+    let shown = counted["server_error_lines"][0].as_str().unwrap();
+    assert!(shown.contains(r#""status":500"#), "{shown}");
+}

@@ -5,6 +5,7 @@
                              [--information NAME,...] [--commit C] [--duration S]
     reliability.py render SUMMARY.json OUT.html
     reliability.py split-log WORKSPACE.log OUTDIR     per-binary segments of a `cargo test` log
+    reliability.py server-errors LINKR.log            5xx answers in a spawned linkr's access log
 
 RUNS.tsv: one test binary a line: source file, its stdout log, exit code, seconds, origin.
 PARTS.tsv: one part script a line: name, exit code, seconds, the part files it wrote in DIR/parts
@@ -444,6 +445,39 @@ def split_log(args):
     return 0
 
 
+def server_errors(args):
+    """Counts the requests in a linkr JSON access log (`LINKR_LOG_FORMAT=json`,
+    `LINKR_ACCESS_LOG=on`) logged after the first `/readyz` answered 200, and the 5xx among them;
+    prints `{"requests": N, "server_errors": N, "server_error_lines": [...]}`.
+
+    The spawning script polls `/readyz` one request at a time until it is answered 200, and starts
+    its client only then: every line before is one of its polls (503 by design while linkr
+    starts), every line after is its client's. A time rule ("started after `ready` was logged")
+    failed once in CI: a poll routed to the starting app just before the switch logs a start
+    time after it."""
+    (log,) = args
+    requests, errors, seen_ready = 0, [], False
+    with open(log, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(entry, dict) or entry.get("message") != "request":
+                continue
+            if not seen_ready:
+                seen_ready = entry.get("route") == "/readyz" and entry.get("status") == 200
+                continue
+            status = entry.get("status")
+            if isinstance(status, int):
+                requests += 1
+                if status >= 500:
+                    errors.append(line.strip())
+    print(json.dumps({"requests": requests, "server_errors": len(errors),
+                      "server_error_lines": errors}))
+    return 0
+
+
 def parse_opts(args, defaults):
     opts = dict(defaults)
     it = iter(args)
@@ -458,7 +492,8 @@ def parse_opts(args, defaults):
 
 
 def main(argv):
-    commands = {"summarize": summarize, "render": render, "split-log": split_log}
+    commands = {"summarize": summarize, "render": render, "split-log": split_log,
+                "server-errors": server_errors}
     if len(argv) < 2 or argv[1] not in commands:
         sys.exit(__doc__)
     return commands[argv[1]](argv[2:])
