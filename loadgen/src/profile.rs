@@ -179,11 +179,15 @@ impl Capture {
             .unwrap_or_default();
         // Only perf's clock runs on through steal; the thread timers run on the CPU clocks.
         let steal = match self.host_steal_seconds {
-            Some(s) if s > 0.0 && mode.starts_with("perf") => format!(
-                " The host took {s:.2} s of the machine's CPUs (steal): linkr's CPU time leaves \
-                 that out, a perf sampler counts what of it fell on a running thread."
-            ),
-            Some(s) if s > 0.0 => format!(" The host took {s:.2} s of the machine's CPUs (steal)."),
+            Some(s) if s > 0.0 => {
+                let perf = if mode.starts_with("perf") {
+                    ": linkr's CPU time leaves that out, a perf sampler counts what of it fell on \
+                     a running thread"
+                } else {
+                    ""
+                };
+                format!(" The host took {s:.2} s of the machine's CPUs (steal){perf}.")
+            }
             _ => String::new(),
         };
         Some(format!(

@@ -396,4 +396,9 @@ fn schemathesis_5xx_count_skips_the_startup_polls_and_counts_the_client_s() {
     assert_eq!(counted["server_errors"], 1, "{counted}");
     let shown = counted["server_error_lines"][0].as_str().unwrap();
     assert!(shown.contains(r#""status":500"#), "{shown}");
+    let told = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        told.starts_with("a 5xx in the access log: ") && told.contains(r#""status":500"#),
+        "{told}"
+    );
 }

@@ -448,7 +448,8 @@ def split_log(args):
 def server_errors(args):
     """Counts the requests in a linkr JSON access log (`LINKR_LOG_FORMAT=json`,
     `LINKR_ACCESS_LOG=on`) logged after the first `/readyz` answered 200, and the 5xx among them;
-    prints `{"requests": N, "server_errors": N, "server_error_lines": [...]}`.
+    prints `{"requests": N, "server_errors": N, "server_error_lines": [...]}`, and each 5xx line
+    on stderr.
 
     The spawning script polls `/readyz` one request at a time until it is answered 200, and starts
     its client only then: every line before is one of its polls (503 by design while linkr
@@ -473,6 +474,7 @@ def server_errors(args):
                 requests += 1
                 if status >= 500:
                     errors.append(line.strip())
+                    print("a 5xx in the access log: " + line.strip(), file=sys.stderr)
     print(json.dumps({"requests": requests, "server_errors": len(errors),
                       "server_error_lines": errors}))
     return 0

@@ -543,6 +543,9 @@ async fn overload_at_10x_the_knee_is_shed_fast_with_bounded_memory_and_recovers(
     let pid = app.child.id();
     let addr = app.addr;
     let ids = Arc::new(AtomicU64::new(0));
+    let creates = |rate: f64, time: Duration| {
+        open_loop(addr, rate, time, CONNECTIONS, create_request, ids.clone())
+    };
     let rss_start = proc_status_bytes(pid, "VmRSS");
 
     // The knee of this configuration: the highest rate served with p99 within the objective,
@@ -559,9 +562,7 @@ async fn overload_at_10x_the_knee_is_shed_fast_with_bounded_memory_and_recovers(
         let runs = if i == 0 { 4 } else { 2 };
         let mut in_a_row = 0;
         for run in 0..runs {
-            let samples =
-                open_loop(addr, rate, step, CONNECTIONS, create_request, ids.clone()).await;
-            let s = summarize(&samples, 201, step);
+            let s = summarize(&creates(rate, step).await, 201, step);
             steps.push(json!({"rate": rate, "p99_us": s.p99.as_micros() as u64, "shed": s.shed, "requests": s.requests}));
             eprintln!("knee step {rate}/s: {s:?}");
             in_a_row = if s.meets_objective() { in_a_row + 1 } else { 0 };
@@ -580,16 +581,7 @@ async fn overload_at_10x_the_knee_is_shed_fast_with_bounded_memory_and_recovers(
     // knee four requests in flight are held whenever an fsync stalls, and this VM's shared disk
     // has stalls in bursts: the same rate shed 0.1% and 4.5% in two runs a minute apart.
     let control_time = Duration::from_secs(4);
-    let samples = open_loop(
-        addr,
-        knee,
-        control_time,
-        CONNECTIONS,
-        create_request,
-        ids.clone(),
-    )
-    .await;
-    let control = summarize(&samples, 201, control_time);
+    let control = summarize(&creates(knee, control_time).await, 201, control_time);
     eprintln!("control at {knee}/s: {control:?}");
 
     // 10x the knee for 5 s, RSS sampled from /proc every 100 ms.
@@ -607,21 +599,12 @@ async fn overload_at_10x_the_knee_is_shed_fast_with_bounded_memory_and_recovers(
         }
     });
     let long = Duration::from_secs(5);
-    let samples = open_loop(
-        addr,
-        overload,
-        long,
-        CONNECTIONS,
-        create_request,
-        ids.clone(),
-    )
-    .await;
-    let over = summarize(&samples, 201, long);
+    let over = summarize(&creates(overload, long).await, 201, long);
     eprintln!("overload {overload}/s: {over:?}");
 
     // The knee rate again, right after: when it is served within the objective.
     let after = Duration::from_secs(4);
-    let samples = open_loop(addr, knee, after, CONNECTIONS, create_request, ids.clone()).await;
+    let samples = creates(knee, after).await;
     sampling.store(false, Ordering::Relaxed);
     let peak_sampled = sampler.await.unwrap();
     let peak_rss = proc_status_bytes(pid, "VmHWM");
@@ -629,20 +612,21 @@ async fn overload_at_10x_the_knee_is_shed_fast_with_bounded_memory_and_recovers(
     // within the objective, shedding at most 1 point more than the control did.
     let window = Duration::from_millis(500);
     let window_shed = 0.01 + control.shed_share();
-    let window_meets = |from: Duration| {
-        let w: Vec<_> = (samples.iter())
-            .filter(|s| s.at >= from && s.at < from + window)
-            .copied()
-            .collect();
-        summarize(&w, 201, window).meets_objective_shedding(window_shed)
-    };
-    let windows = (0..8).map(|k| window * k);
-    let recovery = windows
-        .clone()
-        .find(|&from| window_meets(from))
-        .unwrap_or(after);
-    let missed_after: Vec<_> = windows
-        .filter(|&from| from > recovery && !window_meets(from))
+    let met: Vec<(Duration, bool)> = (0..8)
+        .map(|k| {
+            let from = window * k;
+            let w: Vec<_> = (samples.iter())
+                .filter(|s| s.at >= from && s.at < from + window)
+                .copied()
+                .collect();
+            let ok = summarize(&w, 201, window).meets_objective_shedding(window_shed);
+            (from, ok)
+        })
+        .collect();
+    let recovery = (met.iter().find(|(_, ok)| *ok)).map_or(after, |(from, _)| *from);
+    let missed_after: Vec<_> = (met.iter())
+        .filter(|(from, ok)| *from > recovery && !ok)
+        .map(|(from, _)| *from)
         .collect();
     let settled: Vec<_> = samples
         .iter()
